@@ -1,0 +1,229 @@
+"""The per-task gradient engine: exact per-task gradients, batched or sequential.
+
+Every gradient-based method needs the K task gradients of some tensors (the shared
+parameters, or the shared representation) and the plain sum of the task gradients for
+everything else (the heads). This module computes them without staging through CPU buffers
+and without keeping a graph alive longer than the last backward pass needs it.
+
+Two strategies compute the K vector-Jacobian products:
+
+* ``"batched"``: one ``torch.autograd.grad(..., is_grads_batched=True)`` call (vmap over the
+  backward pass), optionally in chunks of ``chunk_size`` tasks to bound memory;
+* ``"sequential"``: K backward passes, retaining the graph between them.
+
+``"auto"`` tries the batched call once and falls back to sequential backward passes when the
+graph contains an operation without a vmap batching rule (or memory runs out), remembering
+the choice for later steps.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Mode = Literal["auto", "batched", "sequential"]
+MODES: tuple[str, ...] = ("auto", "batched", "sequential")
+
+
+@dataclass
+class TaskGradients:
+    """Per-task gradients of one step.
+
+    ``matrix`` is the K x N matrix of the task gradients of the tensors of interest (shared
+    parameters, flattened and concatenated; or the flattened representation).
+    ``other_params`` are the remaining leaves the losses depend on (heads, a method's own
+    parameters) and ``other_grads`` their per-task gradients, each of shape (K, *param.shape).
+    """
+
+    matrix: Tensor
+    other_params: list[Tensor]
+    other_grads: list[Tensor]
+
+
+class GradientEngine:
+    """Computes per-task gradients (vector-Jacobian products) with a chosen strategy.
+
+    Args:
+        mode: ``"auto"``, ``"batched"`` or ``"sequential"`` (see the module docstring).
+        chunk_size: in batched mode, at most this many tasks per vmapped backward pass
+            (``None``: all tasks at once). Smaller chunks bound memory at some speed cost.
+    """
+
+    def __init__(self, mode: Mode = "auto", chunk_size: int | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown gradient engine mode {mode!r}; valid modes: {MODES}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+        self.mode: Mode = mode
+        self.chunk_size = chunk_size
+        self._resolved: Literal["batched", "sequential"] | None = (
+            None if mode == "auto" else mode
+        )
+
+    @property
+    def resolved_mode(self) -> str | None:
+        """The strategy in use (``None`` until the first call in auto mode)."""
+        return self._resolved
+
+    def vjp(
+        self,
+        outputs: Tensor,
+        inputs: Sequence[Tensor],
+        grad_outputs: Tensor,
+        retain_graph: bool = False,
+    ) -> list[Tensor]:
+        """Batched vector-Jacobian products.
+
+        Returns, for each input, a tensor of shape (R, *input.shape) whose row r is the
+        gradient of ``(grad_outputs[r] * outputs).sum()`` with respect to that input.
+        Inputs the outputs do not depend on get zeros.
+        """
+        if self._resolved is None:
+            try:
+                result = self._batched(outputs, inputs, grad_outputs, retain_graph=True)
+                self._resolved = "batched"
+                return result
+            except (RuntimeError, NotImplementedError) as error:
+                warnings.warn(
+                    "batched per-task gradients failed "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                    "falling back to sequential backward passes for this engine",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._resolved = "sequential"
+        if self._resolved == "batched":
+            return self._batched(outputs, inputs, grad_outputs, retain_graph)
+        return self._sequential(outputs, inputs, grad_outputs, retain_graph)
+
+    def _batched(
+        self, outputs: Tensor, inputs: Sequence[Tensor], grad_outputs: Tensor, retain_graph: bool
+    ) -> list[Tensor]:
+        rows = grad_outputs.shape[0]
+        chunk = rows if self.chunk_size is None else min(self.chunk_size, rows)
+        pieces: list[Sequence[Tensor]] = []
+        for start in range(0, rows, chunk):
+            last = start + chunk >= rows
+            grads = torch.autograd.grad(
+                outputs,
+                inputs,
+                grad_outputs=grad_outputs[start : start + chunk],
+                retain_graph=retain_graph or not last,
+                is_grads_batched=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            pieces.append(grads)
+        if len(pieces) == 1:
+            return list(pieces[0])
+        return [torch.cat(parts, dim=0) for parts in zip(*pieces)]
+
+    @staticmethod
+    def _sequential(
+        outputs: Tensor, inputs: Sequence[Tensor], grad_outputs: Tensor, retain_graph: bool
+    ) -> list[Tensor]:
+        rows = grad_outputs.shape[0]
+        per_row: list[Sequence[Tensor]] = []
+        for r in range(rows):
+            grads = torch.autograd.grad(
+                outputs,
+                inputs,
+                grad_outputs=grad_outputs[r],
+                retain_graph=retain_graph or r < rows - 1,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            per_row.append(grads)
+        return [torch.stack(parts, dim=0) for parts in zip(*per_row)]
+
+    def task_gradients(
+        self,
+        losses: Tensor,
+        shared: Sequence[Tensor],
+        boundary: Tensor | None = None,
+        retain_graph: bool = False,
+    ) -> TaskGradients:
+        """Per-task gradients of ``losses`` (shape K) for ``shared`` and all other leaves.
+
+        ``shared`` are either the shared parameters (leaves) or the shared representation (a
+        single non-leaf tensor; then ``boundary`` is that tensor, and the search for other
+        leaves stops there, so the encoder below it is not touched).
+        """
+        check_losses(losses)
+        others = other_leaves(losses, exclude=shared, boundary=boundary)
+        eye = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
+        grads = self.vjp(losses, [*shared, *others], eye, retain_graph=retain_graph)
+        n = len(shared)
+        matrix = flatten_rows(grads[:n])
+        return TaskGradients(matrix=matrix, other_params=others, other_grads=grads[n:])
+
+
+def check_losses(losses: Tensor) -> None:
+    """Raises a clear error unless ``losses`` is a 1-D tensor of task losses with a graph."""
+    if not isinstance(losses, Tensor) or losses.dim() != 1:
+        shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        raise ValueError(
+            "losses must be a 1-D tensor with one loss per task (e.g. torch.stack(losses)), "
+            f"got {shape}"
+        )
+    if not losses.requires_grad:
+        raise ValueError("losses do not require grad: compute them from the model's outputs")
+
+
+def flatten_rows(grads: Sequence[Tensor]) -> Tensor:
+    """Concatenates tensors of shape (K, ...) into one K x N matrix."""
+    k = grads[0].shape[0]
+    if len(grads) == 1:
+        return grads[0].reshape(k, -1)
+    return torch.cat([g.reshape(k, -1) for g in grads], dim=1)
+
+
+def other_leaves(
+    roots: Tensor, exclude: Iterable[Tensor], boundary: Tensor | None = None
+) -> list[Tensor]:
+    """Leaves that require grad and that ``roots`` depend on, except ``exclude``.
+
+    The walk over the autograd graph does not descend below ``boundary``'s node (the shared
+    representation), so it only visits the heads when a representation is given.
+    """
+    excluded = {id(t) for t in exclude}
+    stop = boundary.grad_fn if boundary is not None else None
+    found: list[Tensor] = []
+    seen_nodes: set[int] = set()
+    stack = [roots.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen_nodes or node is stop:
+            continue
+        seen_nodes.add(id(node))
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            if id(variable) not in excluded:
+                excluded.add(id(variable))
+                found.append(variable)
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found
+
+
+def accumulate_grad(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    """Adds ``grads`` into ``params``' ``.grad`` as ``backward()`` would."""
+    for p, g in zip(params, grads):
+        if p.grad is None:
+            p.grad = g.detach()
+        else:
+            p.grad.add_(g)
+
+
+def accumulate_flat(params: Sequence[Tensor], flat: Tensor) -> None:
+    """Adds a flat vector (the concatenation of gradients) into ``params``' ``.grad``."""
+    sizes = [p.numel() for p in params]
+    if flat.numel() != sum(sizes):
+        raise ValueError(f"update has {flat.numel()} entries, the parameters {sum(sizes)}")
+    pieces = torch.split(flat.detach(), sizes)
+    accumulate_grad(params, [piece.view_as(p) for piece, p in zip(pieces, params)])

@@ -1,0 +1,266 @@
+"""The one interface every multi-task optimization method implements.
+
+A method turns per-task losses (loss-based methods), or per-task gradients of the shared
+parameters or of the shared representation (gradient-based methods), into the update written
+into ``.grad``, and reports the per-task weights it used.
+
+In a training loop::
+
+    method = smto.create("nash_mtl", n_tasks=2)
+    ...
+    losses = torch.stack([loss_1, loss_2])
+    optimizer.zero_grad()
+    result = method.backward(losses, shared_params=model.encoder.parameters(), features=z)
+    optimizer.step()
+
+Parameters that are neither shared nor the representation (the heads, a method's own
+learnable parameters) receive the plain sum of their task gradients; they are found on the
+autograd graph, so the caller never lists them.
+
+A method is a ``torch.nn.Module``: its own trainable parameters (UW's log-variances, IMTL-L's
+scales) are ``method.parameters()`` (give them to the optimizer), its state (FAMO's logits,
+DWA's history, Nash-MTL's previous solution, ...) is in ``method.state_dict()``, and
+``method.to(device)`` moves it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from smto.jacobian import GradientEngine, accumulate_flat, accumulate_grad, check_losses
+
+
+class Space(str, Enum):
+    """What a method works on."""
+
+    LOSSES = "losses"
+    """The task losses only: the method builds one objective and backpropagates it."""
+    PARAMS = "params"
+    """Per-task gradients of the shared parameters (the K x P Jacobian)."""
+    FEATURES = "features"
+    """Per-task gradients of the shared representation (the "UB" mode of MGDA-UB)."""
+
+
+class Scale(str, Enum):
+    """The scale convention of a method's update relative to the task gradients.
+
+    It matters with SGD (not with Adam, which is invariant to a global scale).
+    """
+
+    MEAN = "mean"
+    """Weights sum to 1 (the update is on the scale of the mean task gradient)."""
+    SUM = "sum"
+    """Weights sum to K (the update is on the scale of the summed task gradients)."""
+    CUSTOM = "custom"
+    """Neither; the method's docstring says what the scale is."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a method reports for one step.
+
+    ``weights`` (shape K, detached) are the effective task weights: the update of the shared
+    parameters is ``sum_k weights[k] * g_k`` for methods whose update is a combination of the
+    task gradients (for the others, each method documents what it reports).
+    ``info`` holds scalar diagnostics (solver iterations, convergence flags, ...).
+    """
+
+    weights: Tensor
+    info: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """The result of combining a K x N gradient matrix: an update direction and weights."""
+
+    direction: Tensor
+    weights: Tensor
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class Method(nn.Module, ABC):
+    """Base class of every method. Subclass :class:`LossMethod` or :class:`GradientMethod`."""
+
+    display_name: ClassVar[str]
+    """The name used in the papers' tables (e.g. "Nash-MTL")."""
+    scale: ClassVar[Scale]
+    """The scale convention of the update (see :class:`Scale`)."""
+    space: Space
+    """What the method works on (see :class:`Space`)."""
+    needs_post_step: ClassVar[bool] = False
+    """If true, call :meth:`post_step` with the same batch's losses after ``optimizer.step()``."""
+    needs_validation_batch: ClassVar[bool] = False
+    """If true, the method needs a validation batch each step (see its docstring)."""
+    min_tasks: ClassVar[int] = 1
+    """The smallest number of tasks the method is defined for."""
+
+    def __init__(self, n_tasks: int) -> None:
+        super().__init__()
+        if not isinstance(n_tasks, int) or isinstance(n_tasks, bool) or n_tasks < self.min_tasks:
+            raise ValueError(
+                f"{type(self).__name__} needs n_tasks to be an integer >= {self.min_tasks}, "
+                f"got {n_tasks!r}"
+            )
+        self.n_tasks = n_tasks
+        self.engine = GradientEngine()
+        self.last_weights: Tensor | None = None
+
+    @abstractmethod
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Iterable[Tensor] | None = None,
+        features: Tensor | None = None,
+    ) -> StepResult:
+        """Writes the method's update into ``.grad`` and returns the weights it used.
+
+        Args:
+            losses: shape (K,), one loss per task, with their graph.
+            shared_params: the shared encoder's parameters (needed by methods working on
+                the shared parameters, and by per-task optimizers).
+            features: the shared representation the heads take as input (needed by methods
+                working on the representation).
+        """
+
+    def post_step(self, losses: Tensor) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Called after ``optimizer.step()`` with the same batch's new losses, for methods
+        that declare ``needs_post_step`` (FAMO). The default does nothing."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments of this method (each is kept as an attribute)."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+
+    def _check_losses(self, losses: Tensor) -> None:
+        check_losses(losses)
+        if losses.shape[0] != self.n_tasks:
+            raise ValueError(
+                f"{self.display_name} was built for {self.n_tasks} tasks, got {losses.shape[0]} "
+                "losses"
+            )
+
+    def _report(self, weights: Tensor, info: dict[str, float] | None = None) -> StepResult:
+        self.last_weights = weights.detach()
+        return StepResult(self.last_weights, info or {})
+
+
+class LossMethod(Method):
+    """A method that builds one objective from the task losses: sum_k terms_k.
+
+    Subclasses implement :meth:`terms`. With ``per_task_grads=True`` the shared parameters
+    also receive their per-task gradients in ``param.task_grads`` (shape (K, *param.shape)),
+    which per-task optimizers (:class:`smto.optim.PerTaskAdam`) use.
+    """
+
+    space = Space.LOSSES
+
+    @abstractmethod
+    def terms(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns the per-task terms of the objective (shape K, with graph) and the
+        effective weights d objective / d L_k (shape K)."""
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Iterable[Tensor] | None = None,
+        features: Tensor | None = None,
+        per_task_grads: bool = False,
+    ) -> StepResult:
+        self._check_losses(losses)
+        terms, weights = self.terms(losses)
+        if not per_task_grads:
+            terms.sum().backward()
+            return self._report(weights)
+        if shared_params is None:
+            raise ValueError("per_task_grads=True needs shared_params")
+        shared = list(shared_params)
+        grads = self.engine.task_gradients(terms, shared)
+        sizes = [p.numel() for p in shared]
+        for p, g in zip(shared, torch.split(grads.matrix, sizes, dim=1)):
+            p.task_grads = g.reshape(self.n_tasks, *p.shape)
+        accumulate_flat(shared, grads.matrix.sum(dim=0))
+        accumulate_grad(grads.other_params, [g.sum(dim=0) for g in grads.other_grads])
+        return self._report(weights)
+
+
+class GradientMethod(Method):
+    """A method that combines the K task gradients into one update.
+
+    Subclasses implement :meth:`aggregate` on the K x N gradient matrix; it works on the
+    shared parameters (``space="params"``) or the shared representation
+    (``space="features"``). Everything else gets the plain sum of the task gradients (or,
+    where a method says so with ``head_weighting = "weighted"``, their weighted sum).
+    """
+
+    default_space: ClassVar[Space] = Space.PARAMS
+    head_weighting: ClassVar[str] = "sum"
+
+    def __init__(self, n_tasks: int, space: str | None = None) -> None:
+        super().__init__(n_tasks)
+        chosen = self.default_space if space is None else space
+        try:
+            self.space = Space(chosen)
+        except ValueError:
+            raise ValueError(
+                f"space must be 'params' or 'features', got {chosen!r}"
+            ) from None
+        if self.space is Space.LOSSES:
+            raise ValueError("a gradient method works on 'params' or 'features', not 'losses'")
+
+    @abstractmethod
+    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
+        """Combines the K x N task gradient matrix into an update of length N.
+
+        ``losses`` (shape K, detached) are the task losses of this step.
+        """
+
+    def transform_losses(self, losses: Tensor) -> Tensor:
+        """Maps the losses before their gradients are taken (identity; IMTL-L scales them)."""
+        return losses
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Iterable[Tensor] | None = None,
+        features: Tensor | None = None,
+    ) -> StepResult:
+        self._check_losses(losses)
+        losses = self.transform_losses(losses)
+        if self.space is Space.PARAMS:
+            if shared_params is None:
+                raise ValueError(
+                    f"{self.display_name} works on the shared parameters: pass shared_params"
+                )
+            shared = list(shared_params)
+            grads = self.engine.task_gradients(losses, shared)
+            agg = self.aggregate(grads.matrix, losses.detach())
+            accumulate_flat(shared, agg.direction)
+        else:
+            if features is None or features.grad_fn is None:
+                raise ValueError(
+                    f"{self.display_name} works on the shared representation: pass features, "
+                    "the encoder's output tensor (with its graph) that the heads take as input"
+                )
+            grads = self.engine.task_gradients(losses, [features], boundary=features)
+            agg = self.aggregate(grads.matrix, losses.detach())
+            features.backward(agg.direction.view_as(features))
+        head_weights = agg.weights if self.head_weighting == "weighted" else None
+        accumulate_grad(
+            grads.other_params,
+            [
+                g.sum(dim=0) if head_weights is None else torch.tensordot(head_weights, g, 1)
+                for g in grads.other_grads
+            ],
+        )
+        return self._report(agg.weights, agg.info)
