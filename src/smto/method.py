@@ -134,6 +134,10 @@ class Method(nn.Module, ABC):
         """Called after ``optimizer.step()`` with the same batch's new losses, for methods
         that declare ``needs_post_step`` (FAMO). The default does nothing."""
 
+    def end_epoch(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Called by a trainer at the end of each training epoch, for methods whose weights
+        depend on per-epoch statistics (DWA). The default does nothing."""
+
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments of this method (each is kept as an attribute)."""
         names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]

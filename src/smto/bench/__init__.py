@@ -1,0 +1,1 @@
+"""Benchmarks: the step benchmark (``smto bench step``)."""

@@ -1,0 +1,178 @@
+"""The step benchmark: one training step of every method, against two baselines.
+
+For each model (the Multi-MNIST LeNet, K = 2; the QM9 MPNN, K = 11) it times a full step
+(zero_grad, forward, the method's backward, Adam step, and FAMO's second forward) and reports
+the median over repeats and two ratios measured in the same run:
+
+* to Unit. Scal. (forward + one backward + step), the target for loss-based methods;
+* to the Jacobian floor: forward + the fastest exact K-task Jacobian of the shared parameters
+  (sequential or batched) + the heads' gradients + step, with the trivial mean as aggregation.
+  Gradient-based methods can only add their aggregation on top of it.
+
+Random inputs of the right shapes: the timings do not depend on the data.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from smto import registry
+from smto.jacobian import GradientEngine
+from smto.method import Aggregation, GradientMethod, Method, Scale
+from smto.models.base import SharedEncoderModel
+
+FLOOR = "Jacobian floor"
+
+
+class _MeanOfJacobian(GradientMethod):
+    """The floor's "method": the exact per-task Jacobian, aggregated by a plain mean."""
+
+    display_name = FLOOR
+    scale = Scale.MEAN
+
+    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
+        weights = torch.full((matrix.shape[0],), 1.0 / matrix.shape[0], device=matrix.device)
+        return Aggregation(matrix.mean(dim=0), weights)
+
+
+@dataclass
+class Workload:
+    """A model, one batch, and the per-task loss function of a benchmark problem."""
+
+    name: str
+    make_model: Callable[[], SharedEncoderModel]
+    inputs: object
+    losses: Callable[[dict[str, Tensor]], Tensor]
+    n_tasks: int
+
+
+@dataclass
+class Timing:
+    """The median step time of one method on one workload, in seconds."""
+
+    workload: str
+    method: str
+    display_name: str
+    space: str
+    median_s: float
+
+
+def lenet_workload(batch_size: int = 256, device: str = "cpu") -> Workload:
+    """The Multi-MNIST LeNet on CL_RR (K = 2), random 28x28 inputs."""
+    from smto.models.lenet import multi_lenet
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 1, 28, 28, generator=g).to(device)
+    labels = torch.randint(0, 10, (batch_size,), generator=g).to(device)
+    images = torch.randn(batch_size, 28, 28, generator=g).to(device)
+
+    def losses(out: dict[str, Tensor]) -> Tensor:
+        return torch.stack(
+            [nn.functional.nll_loss(out["CL"], labels), ((out["RR"] - images) ** 2).mean()]
+        )
+
+    return Workload(
+        "lenet", lambda: multi_lenet(("CL", "RR")).to(device), x, losses, n_tasks=2
+    )
+
+
+def mpnn_workload(batch_size: int = 16, device: str = "cpu") -> Workload:
+    """The QM9 MPNN with 11 targets (K = 11), random complete graphs of 18 atoms."""
+    from smto.models.mpnn import QM9_TARGETS, qm9_mpnn, random_molecules
+
+    data = random_molecules(batch_size, n_atoms=18, seed=0, device=device)
+    targets = torch.randn(batch_size, len(QM9_TARGETS), generator=torch.Generator().manual_seed(0))
+    targets = targets.to(device)
+
+    def losses(out: dict[str, Tensor]) -> Tensor:
+        preds = torch.stack(list(out.values()), dim=1)
+        return ((preds - targets) ** 2).mean(dim=0)
+
+    return Workload("mpnn", lambda: qm9_mpnn().to(device), data, losses, len(QM9_TARGETS))
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_method(
+    workload: Workload, method: Method, repeats: int, warmup: int, device: str = "cpu"
+) -> float:
+    """Median wall time of one full training step of ``method`` on ``workload``."""
+    torch.manual_seed(0)
+    model = workload.make_model()
+    method = method.to(device)
+    optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=1e-4)
+    shared = list(model.shared_parameters())
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        features, out = model(workload.inputs)
+        method.backward(workload.losses(out), shared, features)
+        optimizer.step()
+        if method.needs_post_step:
+            with torch.no_grad():
+                method.post_step(workload.losses(model(workload.inputs)[1]))
+
+    times = []
+    for i in range(warmup + repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_benchmark(
+    workload: Workload,
+    methods: Sequence[str],
+    repeats: int,
+    warmup: int,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> list[Timing]:
+    """Times the floor (both Jacobian strategies), Unit. Scal. and each method."""
+    timings = []
+    for mode in ("sequential", "batched"):
+        floor = _MeanOfJacobian(workload.n_tasks)
+        floor.engine = GradientEngine(mode)
+        seconds = time_method(workload, floor, repeats, warmup, device)
+        timings.append(Timing(workload.name, f"floor:{mode}", f"{FLOOR} ({mode})", "params", seconds))
+        if progress:
+            progress(f"{workload.name} {FLOOR} ({mode}): {seconds * 1e3:.1f} ms")
+    for name in ["unit_scal", *[m for m in methods if m != "unit_scal"]]:
+        method = registry.create(name, workload.n_tasks)
+        seconds = time_method(workload, method, repeats, warmup, device)
+        timings.append(
+            Timing(workload.name, name, method.display_name, method.space.value, seconds)
+        )
+        if progress:
+            progress(f"{workload.name} {method.display_name}: {seconds * 1e3:.1f} ms")
+    return timings
+
+
+def format_table(timings: Sequence[Timing]) -> str:
+    """A Markdown table: median step time and the two ratios, per workload and method."""
+    lines = [
+        "| model | method | works on | median step (ms) | / Unit. Scal. | / Jacobian floor |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for workload in dict.fromkeys(t.workload for t in timings):
+        rows = [t for t in timings if t.workload == workload]
+        unit = next(t.median_s for t in rows if t.method == "unit_scal")
+        floor = min(t.median_s for t in rows if t.method.startswith("floor:"))
+        for t in rows:
+            lines.append(
+                f"| {workload} | {t.display_name} | {t.space} | {t.median_s * 1e3:.1f} | "
+                f"{t.median_s / unit:.2f} | {t.median_s / floor:.2f} |"
+            )
+    return "\n".join(lines)
