@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyMTL, tiny_batch, tiny_losses
 
+from conftest import TinyMTL, tiny_batch, tiny_losses
 from smto.jacobian import GradientEngine, other_leaves
 from smto.models.lenet import multi_lenet
 
@@ -14,7 +14,9 @@ def reference_jacobian(losses_fn, params):
     """K separate forward/backward passes: the textbook per-task gradients."""
     rows = []
     for k in range(losses_fn().shape[0]):
-        grads = torch.autograd.grad(losses_fn()[k], params, allow_unused=True, materialize_grads=True)
+        grads = torch.autograd.grad(
+            losses_fn()[k], params, allow_unused=True, materialize_grads=True
+        )
         rows.append(torch.cat([g.reshape(-1) for g in grads]))
     return torch.stack(rows)
 

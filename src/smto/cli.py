@@ -34,7 +34,11 @@ def _cmd_bench_step(args: argparse.Namespace) -> int:
             workload = mpnn_workload(args.mpnn_batch_size, args.device)
         repeats = args.repeats if args.repeats else (10 if model == "lenet" else 3)
         timings += run_benchmark(
-            workload, methods, repeats, args.warmup, args.device,
+            workload,
+            methods,
+            repeats,
+            args.warmup,
+            args.device,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     print(format_table(timings))
@@ -78,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--methods", nargs="+", help="method names (default: all registered)")
     step.add_argument("--lenet-batch-size", type=int, default=256)
     step.add_argument(
-        "--mpnn-batch-size", type=int, default=16,
+        "--mpnn-batch-size",
+        type=int,
+        default=16,
         help="graphs per batch (the study uses 120; 16 keeps the CPU run to a few minutes)",
     )
     step.add_argument("--repeats", type=int, default=0, help="timed steps (default 10 / 3)")

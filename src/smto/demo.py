@@ -17,7 +17,14 @@ from smto import registry
 from smto.models.base import SharedEncoderModel
 
 DEFAULT_METHODS = (
-    "unit_scal", "uw_o", "mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "famo",
+    "unit_scal",
+    "uw_o",
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "imtl",
+    "nash_mtl",
+    "famo",
 )
 
 
@@ -53,9 +60,7 @@ def train(method_name: str, steps: int = 400, seed: int = 0) -> dict[str, object
         batch = torch.randint(0, x.shape[0], (64,))
         optimizer.zero_grad()
         features, out = model(x[batch])
-        result = method.backward(
-            task_losses(out, y[batch]), model.shared_parameters(), features
-        )
+        result = method.backward(task_losses(out, y[batch]), model.shared_parameters(), features)
         optimizer.step()
         if method.needs_post_step:
             with torch.no_grad():

@@ -63,9 +63,7 @@ class GradientEngine:
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
         self.mode: Mode = mode
         self.chunk_size = chunk_size
-        self._resolved: Literal["batched", "sequential"] | None = (
-            None if mode == "auto" else mode
-        )
+        self._resolved: Literal["batched", "sequential"] | None = None if mode == "auto" else mode
 
     @property
     def resolved_mode(self) -> str | None:

@@ -130,17 +130,21 @@ class Method(nn.Module, ABC):
                 working on the representation).
         """
 
-    def post_step(self, losses: Tensor) -> None:  # noqa: B027 - optional hook, no-op by default
+    def post_step(self, losses: Tensor) -> None:
         """Called after ``optimizer.step()`` with the same batch's new losses, for methods
         that declare ``needs_post_step`` (FAMO). The default does nothing."""
 
-    def end_epoch(self) -> None:  # noqa: B027 - optional hook, no-op by default
+    def end_epoch(self) -> None:
         """Called by a trainer at the end of each training epoch, for methods whose weights
         depend on per-epoch statistics (DWA). The default does nothing."""
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments of this method (each is kept as an attribute)."""
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        names = [
+            n
+            for n in inspect.signature(type(self).__init__).parameters
+            if n not in ("self", "n_tasks")
+        ]
         return {n: getattr(self, n) for n in names if hasattr(self, n)}
 
     def extra_repr(self) -> str:
@@ -216,9 +220,7 @@ class GradientMethod(Method):
         try:
             self.space = Space(chosen)
         except ValueError:
-            raise ValueError(
-                f"space must be 'params' or 'features', got {chosen!r}"
-            ) from None
+            raise ValueError(f"space must be 'params' or 'features', got {chosen!r}") from None
         if self.space is Space.LOSSES:
             raise ValueError("a gradient method works on 'params' or 'features', not 'losses'")
 

@@ -37,13 +37,18 @@ class MethodSpec:
         """The method's hyperparameters (constructor arguments other than ``n_tasks``)."""
         result = {}
         for name, param in inspect.signature(self.cls.__init__).parameters.items():
-            if name in ("self", "n_tasks") or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            if name in ("self", "n_tasks") or param.kind in (
+                param.VAR_KEYWORD,
+                param.VAR_POSITIONAL,
+            ):
                 continue
             default = self.defaults.get(name, param.default)
             if default is inspect.Parameter.empty:
                 default = None
-            annotation = param.annotation if isinstance(param.annotation, str) else getattr(
-                param.annotation, "__name__", str(param.annotation)
+            annotation = (
+                param.annotation
+                if isinstance(param.annotation, str)
+                else getattr(param.annotation, "__name__", str(param.annotation))
             )
             result[name] = Hyperparameter(name, default, annotation)
         return result
@@ -58,7 +63,11 @@ def _key(name: str) -> str:
 
 
 def register(
-    name: str, cls: type[Method], *, aliases: tuple[str, ...] = (), display_name: str = "",
+    name: str,
+    cls: type[Method],
+    *,
+    aliases: tuple[str, ...] = (),
+    display_name: str = "",
     **defaults: Any,
 ) -> None:
     """Registers ``cls`` under ``name`` (and ``aliases``), with registry-level defaults."""

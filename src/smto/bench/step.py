@@ -77,9 +77,7 @@ def lenet_workload(batch_size: int = 256, device: str = "cpu") -> Workload:
             [nn.functional.nll_loss(out["CL"], labels), ((out["RR"] - images) ** 2).mean()]
         )
 
-    return Workload(
-        "lenet", lambda: multi_lenet(("CL", "RR")).to(device), x, losses, n_tasks=2
-    )
+    return Workload("lenet", lambda: multi_lenet(("CL", "RR")).to(device), x, losses, n_tasks=2)
 
 
 def mpnn_workload(batch_size: int = 16, device: str = "cpu") -> Workload:
@@ -146,7 +144,9 @@ def run_benchmark(
         floor = _MeanOfJacobian(workload.n_tasks)
         floor.engine = GradientEngine(mode)
         seconds = time_method(workload, floor, repeats, warmup, device)
-        timings.append(Timing(workload.name, f"floor:{mode}", f"{FLOOR} ({mode})", "params", seconds))
+        timings.append(
+            Timing(workload.name, f"floor:{mode}", f"{FLOOR} ({mode})", "params", seconds)
+        )
         if progress:
             progress(f"{workload.name} {FLOOR} ({mode}): {seconds * 1e3:.1f} ms")
     for name in ["unit_scal", *[m for m in methods if m != "unit_scal"]]:

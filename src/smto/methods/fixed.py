@@ -27,7 +27,9 @@ class FixedWeights(LossMethod):
         super().__init__(n_tasks)
         values = [1.0 / n_tasks] * n_tasks if weights is None else [float(w) for w in weights]
         if len(values) != n_tasks:
-            raise ValueError(f"weights must have {n_tasks} entries (one per task), got {len(values)}")
+            raise ValueError(
+                f"weights must have {n_tasks} entries (one per task), got {len(values)}"
+            )
         if any(not math.isfinite(w) or w < 0 for w in values):
             raise ValueError(f"weights must be finite and non-negative, got {values}")
         self.weights = tuple(values)

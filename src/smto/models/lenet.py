@@ -1,4 +1,4 @@
-"""The LeNet variant of the Multi-MNIST problem (PROTOCOL.md "Multi-MNIST", after Sener & Koltun 2018)."""
+"""The LeNet variant of the Multi-MNIST problem (PROTOCOL.md, after Sener & Koltun 2018)."""
 
 from __future__ import annotations
 

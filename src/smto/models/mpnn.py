@@ -12,7 +12,17 @@ from torch import Tensor, nn
 from smto.models.base import SharedEncoderModel
 
 QM9_TARGETS = (
-    "mu", "alpha", "homo", "lumo", "r2", "zpve", "U0_atom", "U_atom", "H_atom", "G_atom", "Cv",
+    "mu",
+    "alpha",
+    "homo",
+    "lumo",
+    "r2",
+    "zpve",
+    "U0_atom",
+    "U_atom",
+    "H_atom",
+    "G_atom",
+    "Cv",
 )
 
 

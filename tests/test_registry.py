@@ -1,0 +1,87 @@
+"""The registry, and every registered method through the common interface."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import smto
+from conftest import TinyMTL, tiny_batch, tiny_losses
+from smto.method import Scale, Space
+
+ALL_METHODS = smto.available()
+
+
+def test_names_match_loosely_and_unknown_names_list_the_valid_ones():
+    assert smto.spec("Unit. Scal.").name == "unit_scal"
+    assert smto.spec("UNIT_SCAL").name == "unit_scal"
+    with pytest.raises(ValueError, match=r"unknown method 'adamw'; valid methods: .*unit_scal"):
+        smto.create("adamw", 2)
+
+
+def test_bad_hyperparameters_are_clear_errors():
+    with pytest.raises(
+        ValueError, match=r"unknown hyperparameter\(s\) \['weigths'\].*weights=None"
+    ):
+        smto.create("fixed", 2, weigths=(0.5, 0.5))
+    with pytest.raises(ValueError, match="weights must have 2 entries"):
+        smto.create("fixed", 2, weights=(1.0,))
+    with pytest.raises(ValueError, match="must be finite and non-negative"):
+        smto.create("fixed", 2, weights=(1.0, -1.0))
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_every_method_declares_its_conventions(name):
+    method = smto.create(name, 3)
+    assert isinstance(method.scale, Scale)
+    assert isinstance(method.space, Space)
+    assert method.display_name
+    assert set(method.hyperparameters()) == set(smto.spec(name).hyperparameters)
+
+
+def _step(model, method, optimizer, step: int, n_tasks: int):
+    torch.manual_seed(1000 + step)
+    x, ys = tiny_batch(n_tasks, seed=step)
+    optimizer.zero_grad()
+    z, losses = tiny_losses(model, x, ys)
+    result = method.backward(losses, model.encoder.parameters(), z)
+    grads = [p.grad.clone() for p in model.parameters()]
+    optimizer.step()
+    if method.needs_post_step:
+        with torch.no_grad():
+            method.post_step(tiny_losses(model, x, ys)[1])
+    if step % 2 == 1:
+        method.end_epoch()
+    return result, grads
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_every_method_trains_reports_weights_and_round_trips_its_state(name):
+    n_tasks = 3
+    torch.manual_seed(0)
+    model = TinyMTL(n_tasks=n_tasks)
+    method = smto.create(name, n_tasks)
+    optimizer = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.05)
+    for step in range(5):
+        result, grads = _step(model, method, optimizer, step, n_tasks)
+        assert result.weights.shape == (n_tasks,)
+        assert torch.isfinite(result.weights).all()
+        assert all(torch.isfinite(g).all() for g in grads)
+        assert any(g.abs().sum() > 0 for g in grads[:2]), "the encoder got no gradient"
+        assert all(g.abs().sum() > 0 for g in grads[2:]), "a head got no gradient"
+
+    saved = copy.deepcopy((model.state_dict(), method.state_dict(), optimizer.state_dict()))
+    twin_model = TinyMTL(n_tasks=n_tasks)
+    twin_method = smto.create(name, n_tasks)
+    twin_optimizer = torch.optim.SGD([*twin_model.parameters(), *twin_method.parameters()], lr=0.05)
+    twin_model.load_state_dict(saved[0])
+    twin_method.load_state_dict(saved[1])
+    twin_optimizer.load_state_dict(saved[2])
+    for step in range(5, 9):
+        result, grads = _step(model, method, optimizer, step, n_tasks)
+        twin_result, twin_grads = _step(twin_model, twin_method, twin_optimizer, step, n_tasks)
+        torch.testing.assert_close(twin_result.weights, result.weights, rtol=0, atol=0)
+        for a, b in zip(grads, twin_grads):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
