@@ -126,3 +126,38 @@ def test_bad_arguments_are_clear_errors():
         GradientEngine().task_gradients(torch.ones(2, 2, requires_grad=True), [])
     with pytest.raises(ValueError, match="do not require grad"):
         GradientEngine().task_gradients(torch.ones(2), [])
+
+
+class _NoVmap(torch.autograd.Function):
+    """Doubles its input; its backward reads a value out of the tensor (``.item()``), which
+    vmap cannot batch, like some custom kernels."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * (2.0 + 0.0 * grad.sum().item())
+
+
+def test_auto_mode_falls_back_to_sequential_when_vmap_is_unsupported(monkeypatch):
+    monkeypatch.setattr("smto.jacobian.prefers_sequential", lambda device: False)
+    w = torch.randn(3, requires_grad=True)
+    y = _NoVmap.apply(w)
+    losses = torch.stack([y.sum(), (y**2).sum()])
+    engine = GradientEngine("auto")
+    with pytest.warns(RuntimeWarning, match="falling back to sequential"):
+        grads = engine.task_gradients(losses, [w])
+    assert engine.resolved_mode == "sequential"
+    expected = torch.stack([torch.full((3,), 2.0), 8 * w.detach()])
+    torch.testing.assert_close(grads.matrix, expected)
+
+
+def test_auto_mode_uses_sequential_passes_on_the_cpu():
+    model = TinyMTL(n_tasks=2)
+    x, ys = tiny_batch(2)
+    _, losses = tiny_losses(model, x, ys)
+    engine = GradientEngine("auto")
+    engine.task_gradients(losses, list(model.encoder.parameters()))
+    assert engine.resolved_mode == "sequential"

@@ -83,7 +83,7 @@ class GradientEngine:
         gradient of ``(grad_outputs[r] * outputs).sum()`` with respect to that input.
         Inputs the outputs do not depend on get zeros.
         """
-        if self._resolved is None and outputs.device.type == "cpu":
+        if self._resolved is None and prefers_sequential(outputs.device):
             self._resolved = "sequential"
         if self._resolved is None:
             try:
@@ -163,6 +163,11 @@ class GradientEngine:
         n = len(shared)
         matrix = flatten_rows(grads[:n])
         return TaskGradients(matrix=matrix, other_params=others, other_grads=grads[n:])
+
+
+def prefers_sequential(device: torch.device) -> bool:
+    """Whether auto mode uses sequential passes on ``device`` (the CPU: measured faster)."""
+    return device.type == "cpu"
 
 
 def check_losses(losses: Tensor) -> None:
