@@ -1,6 +1,7 @@
 """smto: specialized multi-task optimizers behind one interface, and a fair benchmark."""
 
 from smto import methods as methods
+from smto import optim as optim
 from smto.jacobian import GradientEngine, TaskGradients
 from smto.method import Aggregation, GradientMethod, LossMethod, Method, Scale, Space, StepResult
 from smto.registry import available, create, spec

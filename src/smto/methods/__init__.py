@@ -1,10 +1,23 @@
 """All methods, one module each, and their registry lines."""
 
+from smto.methods.dwa import DWA
+from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
+from smto.methods.rlw import RLW
+from smto.methods.si import SI
 from smto.methods.unit_scal import UnitScal
+from smto.methods.uw import UW
+from smto.methods.uw_o import UWO
 from smto.registry import register
 
 register("unit_scal", UnitScal, aliases=("uniform", "ew", "equal_weighting"))
 register("fixed", FixedWeights, aliases=("fixed_weights", "fw"))
+register("si", SI, aliases=("scale_invariant",))
+register("uw", UW, aliases=("uncertainty", "uncertainty_weighting"))
+register("uw_o", UWO, aliases=("optimal_uw", "analytical_uw"))
+register("rlw_normal", RLW, distribution="normal", display_name="RLW-Normal", aliases=("rlw",))
+register("rlw_dirichlet", RLW, distribution="dirichlet", display_name="RLW-Dirichlet")
+register("dwa", DWA, aliases=("dynamic_weight_average",))
+register("famo", FAMO)
 
-__all__ = ["FixedWeights", "UnitScal"]
+__all__ = ["DWA", "FAMO", "RLW", "SI", "UW", "UWO", "FixedWeights", "UnitScal"]
