@@ -159,7 +159,7 @@ class Method(nn.Module, ABC):
             )
 
     def _report(self, weights: Tensor, info: dict[str, float] | None = None) -> StepResult:
-        self.last_weights = weights.detach()
+        self.last_weights = weights.detach().clone()
         return StepResult(self.last_weights, info or {})
 
 

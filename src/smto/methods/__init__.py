@@ -3,6 +3,7 @@
 from smto.methods.dwa import DWA
 from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
+from smto.methods.nash_mtl import NashMTL
 from smto.methods.rlw import RLW
 from smto.methods.si import SI
 from smto.methods.unit_scal import UnitScal
@@ -19,5 +20,6 @@ register("rlw_normal", RLW, distribution="normal", display_name="RLW-Normal", al
 register("rlw_dirichlet", RLW, distribution="dirichlet", display_name="RLW-Dirichlet")
 register("dwa", DWA, aliases=("dynamic_weight_average",))
 register("famo", FAMO)
+register("nash_mtl", NashMTL, aliases=("nash",))
 
-__all__ = ["DWA", "FAMO", "RLW", "SI", "UW", "UWO", "FixedWeights", "UnitScal"]
+__all__ = ["DWA", "FAMO", "RLW", "SI", "UW", "UWO", "FixedWeights", "NashMTL", "UnitScal"]
