@@ -145,7 +145,8 @@ class Method(nn.Module, ABC):
             for n in inspect.signature(type(self).__init__).parameters
             if n not in ("self", "n_tasks")
         ]
-        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+        values = {n: getattr(self, n) for n in names if hasattr(self, n)}
+        return {n: v.value if isinstance(v, Enum) else v for n, v in values.items()}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())

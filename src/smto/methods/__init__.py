@@ -1,8 +1,12 @@
 """All methods, one module each, and their registry lines."""
 
+from smto.methods.aligned_mtl import AlignedMTL
+from smto.methods.cdtt import CDTT
 from smto.methods.dwa import DWA
+from smto.methods.edm import EDM
 from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
+from smto.methods.imtl import IMTL, IMTLG, IMTLL
 from smto.methods.nash_mtl import NashMTL
 from smto.methods.rlw import RLW
 from smto.methods.si import SI
@@ -21,5 +25,28 @@ register("rlw_dirichlet", RLW, distribution="dirichlet", display_name="RLW-Diric
 register("dwa", DWA, aliases=("dynamic_weight_average",))
 register("famo", FAMO)
 register("nash_mtl", NashMTL, aliases=("nash",))
+register("imtl", IMTL, aliases=("imtl_hybrid",))
+register("imtl_l", IMTLL)
+register("imtl_g", IMTLG)
+register("edm", EDM)
+register("cdtt", CDTT, aliases=("task_tensioner",))
+register("aligned_mtl", AlignedMTL)
 
-__all__ = ["DWA", "FAMO", "RLW", "SI", "UW", "UWO", "FixedWeights", "NashMTL", "UnitScal"]
+
+__all__ = [
+    "CDTT",
+    "DWA",
+    "EDM",
+    "FAMO",
+    "IMTL",
+    "IMTLG",
+    "IMTLL",
+    "RLW",
+    "SI",
+    "UW",
+    "UWO",
+    "AlignedMTL",
+    "FixedWeights",
+    "NashMTL",
+    "UnitScal",
+]
