@@ -47,7 +47,7 @@ def _step(model, method, optimizer, step: int, n_tasks: int):
     optimizer.zero_grad()
     z, losses = tiny_losses(model, x, ys)
     result = method.backward(losses, model.encoder.parameters(), z)
-    grads = [p.grad.clone() for p in model.parameters()]
+    grads = [p.grad.clone() for p in model.parameters()]  # None would raise: all written
     optimizer.step()
     if method.needs_post_step:
         with torch.no_grad():
@@ -70,7 +70,11 @@ def test_every_method_trains_reports_weights_and_round_trips_its_state(name):
         assert torch.isfinite(result.weights).all()
         assert all(torch.isfinite(g).all() for g in grads)
         assert any(g.abs().sum() > 0 for g in grads[:2]), "the encoder got no gradient"
-        assert all(g.abs().sum() > 0 for g in grads[2:]), "a head got no gradient"
+        # MGDA weights its heads by alphas, which may be 0 at a vertex of the simplex.
+        heads_with_gradient = sum(bool(g.abs().sum() > 0) for g in grads[2:])
+        assert heads_with_gradient == len(grads) - 2 or (
+            getattr(method, "head_weighting", "sum") == "weighted" and heads_with_gradient > 0
+        ), "a head got no gradient"
 
     saved = copy.deepcopy((model.state_dict(), method.state_dict(), optimizer.state_dict()))
     twin_model = TinyMTL(n_tasks=n_tasks)

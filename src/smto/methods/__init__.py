@@ -1,13 +1,17 @@
 """All methods, one module each, and their registry lines."""
 
 from smto.methods.aligned_mtl import AlignedMTL
+from smto.methods.cagrad import CAGrad
 from smto.methods.cdtt import CDTT
 from smto.methods.dwa import DWA
 from smto.methods.edm import EDM
 from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
+from smto.methods.graddrop import GradDrop
 from smto.methods.imtl import IMTL, IMTLG, IMTLL
+from smto.methods.mgda import MGDA
 from smto.methods.nash_mtl import NashMTL
+from smto.methods.pcgrad import PCGrad
 from smto.methods.rlw import RLW
 from smto.methods.si import SI
 from smto.methods.unit_scal import UnitScal
@@ -24,6 +28,11 @@ register("rlw_normal", RLW, distribution="normal", display_name="RLW-Normal", al
 register("rlw_dirichlet", RLW, distribution="dirichlet", display_name="RLW-Dirichlet")
 register("dwa", DWA, aliases=("dynamic_weight_average",))
 register("famo", FAMO)
+register("mgda", MGDA)
+register("mgda_ub", MGDA, display_name="MGDA-UB", space="features")
+register("pcgrad", PCGrad)
+register("graddrop", GradDrop)
+register("cagrad", CAGrad)
 register("nash_mtl", NashMTL, aliases=("nash",))
 register("imtl", IMTL, aliases=("imtl_hybrid",))
 register("imtl_l", IMTLL)
@@ -41,12 +50,16 @@ __all__ = [
     "IMTL",
     "IMTLG",
     "IMTLL",
+    "MGDA",
     "RLW",
     "SI",
     "UW",
     "UWO",
     "AlignedMTL",
+    "CAGrad",
     "FixedWeights",
+    "GradDrop",
     "NashMTL",
+    "PCGrad",
     "UnitScal",
 ]
