@@ -17,6 +17,8 @@ ALL_METHODS = smto.available()
 def test_names_match_loosely_and_unknown_names_list_the_valid_ones():
     assert smto.spec("Unit. Scal.").name == "unit_scal"
     assert smto.spec("UNIT_SCAL").name == "unit_scal"
+    assert smto.create("MGDA-UB", 2).display_name == "MGDA-UB"
+    assert smto.create("mgda", 2).display_name == "MGDA"
     with pytest.raises(ValueError, match=r"unknown method 'adamw'; valid methods: .*unit_scal"):
         smto.create("adamw", 2)
 

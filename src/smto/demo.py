@@ -65,6 +65,8 @@ def train(method_name: str, steps: int = 400, seed: int = 0) -> dict[str, object
         if method.needs_post_step:
             with torch.no_grad():
                 method.post_step(task_losses(model(x[batch])[1], y[batch]))
+        if step % 8 == 7:  # 8 batches of 64 make an epoch of the 512 training samples
+            method.end_epoch()
         if step >= steps - 50:
             recent.append(result.weights)
     with torch.no_grad():

@@ -113,7 +113,9 @@ def create(name: str, n_tasks: int, **hyperparameters: Any) -> Method:
     for key, value in hyperparameters.items():
         _check_type(method_spec.name, valid[key], value)
     arguments = {**method_spec.defaults, **hyperparameters}
-    return method_spec.cls(n_tasks, **arguments)
+    method = method_spec.cls(n_tasks, **arguments)
+    method.display_name = method_spec.display_name  # variants: "MGDA-UB", "RLW-Dirichlet"
+    return method
 
 
 def _check_type(method: str, hp: Hyperparameter, value: Any) -> None:
