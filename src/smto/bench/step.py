@@ -100,34 +100,38 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_method(
-    workload: Workload, method: Method, repeats: int, warmup: int, device: str = "cpu"
-) -> float:
-    """Median wall time of one full training step of ``method`` on ``workload``."""
-    torch.manual_seed(0)
-    model = workload.make_model()
-    method = method.to(device)
-    optimizer = torch.optim.Adam([*model.parameters(), *method.parameters()], lr=1e-4)
-    shared = list(model.shared_parameters())
+class Stepper:
+    """One method training its own copy of the workload's model (same initial weights)."""
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        features, out = model(workload.inputs)
-        method.backward(workload.losses(out), shared, features)
-        optimizer.step()
-        if method.needs_post_step:
-            with torch.no_grad():
-                method.post_step(workload.losses(model(workload.inputs)[1]))
+    def __init__(self, workload: Workload, method: Method, device: str = "cpu") -> None:
+        torch.manual_seed(0)
+        self.workload = workload
+        self.model = workload.make_model()
+        self.method = method.to(device)
+        self.optimizer = torch.optim.Adam([*self.model.parameters(), *method.parameters()], lr=1e-4)
+        self.shared = list(self.model.shared_parameters())
+        self.device = device
+        self.times: list[float] = []
 
-    times = []
-    for i in range(warmup + repeats):
-        _synchronize(device)
+    def step(self) -> None:
+        """One full training step: zero_grad, forward, the method's backward, Adam step (and
+        FAMO's second forward)."""
+        workload = self.workload
+        self.optimizer.zero_grad(set_to_none=True)
+        features, out = self.model(workload.inputs)
+        self.method.backward(workload.losses(out), self.shared, features)
+        self.optimizer.step()
+        if self.method.needs_post_step:
+            with torch.inference_mode():
+                losses = workload.losses(self.model(workload.inputs)[1])
+            self.method.post_step(losses)
+
+    def timed_step(self) -> None:
+        _synchronize(self.device)
         start = time.perf_counter()
-        step()
-        _synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.step()
+        _synchronize(self.device)
+        self.times.append(time.perf_counter() - start)
 
 
 def run_benchmark(
@@ -138,26 +142,34 @@ def run_benchmark(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> list[Timing]:
-    """Times the floor (both Jacobian strategies), Unit. Scal. and each method."""
-    timings = []
+    """Times the floor (both Jacobian strategies), Unit. Scal. and each method.
+
+    The steps are interleaved (one step of every method per round), so that a slow phase of
+    a noisy machine affects all methods alike and the ratios stay comparable.
+    """
+    entries: list[tuple[str, str, str, Stepper]] = []
     for mode in ("sequential", "batched"):
         floor = _MeanOfJacobian(workload.n_tasks)
         floor.engine = GradientEngine(mode)
-        seconds = time_method(workload, floor, repeats, warmup, device)
-        timings.append(
-            Timing(workload.name, f"floor:{mode}", f"{FLOOR} ({mode})", "params", seconds)
+        entries.append(
+            (f"floor:{mode}", f"{FLOOR} ({mode})", "params", Stepper(workload, floor, device))
         )
-        if progress:
-            progress(f"{workload.name} {FLOOR} ({mode}): {seconds * 1e3:.1f} ms")
     for name in ["unit_scal", *[m for m in methods if m != "unit_scal"]]:
         method = registry.create(name, workload.n_tasks)
-        seconds = time_method(workload, method, repeats, warmup, device)
-        timings.append(
-            Timing(workload.name, name, method.display_name, method.space.value, seconds)
-        )
+        stepper = Stepper(workload, method, device)
+        entries.append((name, method.display_name, method.space.value, stepper))
+    for _ in range(warmup):
+        for *_, stepper in entries:
+            stepper.step()
+    for round_index in range(repeats):
+        for *_, stepper in entries:
+            stepper.timed_step()
         if progress:
-            progress(f"{workload.name} {method.display_name}: {seconds * 1e3:.1f} ms")
-    return timings
+            progress(f"{workload.name}: round {round_index + 1}/{repeats} done")
+    return [
+        Timing(workload.name, name, display, space, statistics.median(stepper.times))
+        for name, display, space, stepper in entries
+    ]
 
 
 def format_table(timings: Sequence[Timing]) -> str:

@@ -1,0 +1,32 @@
+"""The command line and the step benchmark's plumbing (no timings are asserted)."""
+
+from __future__ import annotations
+
+import smto
+from smto.bench.step import format_table, lenet_workload, run_benchmark
+from smto.cli import main
+
+
+def test_methods_lists_every_registered_method(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in smto.available():
+        assert name in out
+    assert "alpha=0.5" in out  # CAGrad's default is listed
+
+
+def test_unknown_method_is_a_clear_error(capsys):
+    assert main(["bench", "step", "--methods", "adamw"]) == 2
+    assert "unknown method 'adamw'; valid methods:" in capsys.readouterr().err
+
+
+def test_benchmark_rows_and_ratios():
+    timings = run_benchmark(lenet_workload(batch_size=4), ["pcgrad"], repeats=2, warmup=1)
+    names = [t.method for t in timings]
+    assert names == ["floor:sequential", "floor:batched", "unit_scal", "pcgrad"]
+    assert all(t.median_s > 0 for t in timings)
+    table = format_table(timings).splitlines()
+    unit_row = next(line for line in table if "| Unit. Scal. |" in line)
+    assert unit_row.split("|")[5].strip() == "1.00"
+    floors = [float(line.split("|")[6]) for line in table if "| Jacobian floor (" in line]
+    assert min(floors) == 1.0
