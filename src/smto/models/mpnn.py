@@ -88,9 +88,9 @@ def qm9_mpnn(targets: tuple[str, ...] = QM9_TARGETS, dim: int = 64) -> SharedEnc
 def random_molecules(n_graphs: int, n_atoms: int = 18, seed: int = 0, device: str = "cpu"):
     """A PyG batch of random complete graphs shaped like QM9 molecules (for benchmarks and
     tests): 11 node features, 5 edge features, every ordered pair of atoms connected."""
+    _require_pyg()
     from torch_geometric.data import Batch, Data
 
-    _require_pyg()
     g = torch.Generator().manual_seed(seed)
     idx = torch.arange(n_atoms)
     src, dst = torch.meshgrid(idx, idx, indexing="ij")
