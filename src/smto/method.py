@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -133,6 +133,32 @@ class Method(nn.Module, ABC):
     def post_step(self, losses: Tensor) -> None:
         """Called after ``optimizer.step()`` with the same batch's new losses, for methods
         that declare ``needs_post_step`` (FAMO). The default does nothing."""
+
+    def head_inputs(self, features: Tensor) -> list[Tensor]:
+        """The input of each task's head: the shared representation for every task by
+        default (RotoGrad rotates it per task). Feed ``head_inputs(z)[k]`` to head k."""
+        return [features] * self.n_tasks
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for the method's own trainable parameters, given the
+        model's learning rate (RotoGrad scales it by its ``lr_relation``). Empty for methods
+        without parameters."""
+        params = list(self.parameters())
+        return [{"params": params, "lr": lr}] if params else []
+
+    def validation_step(
+        self,
+        task_losses: Callable[[Any], Tensor],
+        model: nn.Module,
+        train_batch: Any,
+        val_batch: Any,
+        lr: float,
+    ) -> None:
+        """Called before each training step's forward pass, for methods that declare
+        ``needs_validation_batch`` (Auto-Lambda), with the next batch of a cycled validation
+        loader. ``task_losses(batch)`` returns the model's per-task losses on a batch (with
+        graph); ``lr`` is the model optimizer's current learning rate. The default does
+        nothing."""
 
     def end_epoch(self) -> None:
         """Called by a trainer at the end of each training epoch, for methods whose weights

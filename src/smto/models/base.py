@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -30,6 +30,16 @@ class SharedEncoderModel(nn.Module):
         """The encoder's parameters: the ones whose per-task gradients methods combine."""
         return self.encoder.parameters()
 
-    def forward(self, inputs: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, inputs: Any, head_inputs: Callable[[Tensor], list[Tensor]] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Returns the shared representation and each head's output. ``head_inputs`` maps
+        the representation to one input per head (a method's ``head_inputs``, e.g.
+        RotoGrad's rotations); by default every head sees the representation itself."""
         features = self.encoder(inputs)
-        return features, {name: head(features) for name, head in self.heads.items()}
+        per_head = head_inputs(features) if head_inputs is not None else None
+        if per_head is None:
+            return features, {name: head(features) for name, head in self.heads.items()}
+        if len(per_head) != len(self.heads):
+            raise ValueError(f"head_inputs gave {len(per_head)} inputs for {len(self.heads)} heads")
+        return features, {name: head(z) for (name, head), z in zip(self.heads.items(), per_head)}
