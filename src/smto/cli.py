@@ -1,21 +1,112 @@
-"""The ``smto`` command line."""
+"""The ``smto`` command line: train, compare, list methods and problems, benchmark."""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from smto import registry
+
+DATA_HELP = (
+    "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
+    "SMTO_DATA environment variable, else the user cache, downloading what is missing"
+)
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
     for name in registry.available():
         spec = registry.spec(name)
+        method = registry.create(name, 2)
         params = ", ".join(f"{h.name}={h.default!r}" for h in spec.hyperparameters.values())
-        cls = spec.cls
-        print(f"{name:<14} {spec.display_name:<14} {cls.space if hasattr(cls, 'space') else ''}")
-        print(f"{'':<14} scale={cls.scale.value}; hyperparameters: {params or 'none'}")
+        print(
+            f"{name:<14} {spec.display_name:<14} works on {method.space.value}, "
+            f"scale {method.scale.value}"
+        )
+        print(f"{'':<14} hyperparameters: {params or 'none'}")
+    return 0
+
+
+def _cmd_problems(args: argparse.Namespace) -> int:
+    from smto.problems import PROBLEMS, problem_options
+
+    for name, cls in sorted(PROBLEMS.items()):
+        options = ", ".join(f"{k}={v!r}" for k, v in problem_options(name).items())
+        print(f"{name:<16} tasks: {', '.join(cls.all_tasks)}")
+        print(f"{'':<16} options: {options or 'none'}")
+    return 0
+
+
+def _parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, Any]:
+    """["alpha=0.5", "weights=(0.1,0.9)"] -> {"alpha": 0.5, "weights": (0.1, 0.9)}."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} must look like NAME=VALUE, got {item!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        result[key.strip()] = value
+    return result
+
+
+def _config_from_args(args: argparse.Namespace, method: str):
+    from smto.train import RunConfig
+
+    reference = None
+    if args.reference:
+        reference = json.loads(Path(args.reference).read_text())
+    return RunConfig(
+        problem=args.problem,
+        tasks=args.tasks,
+        method=method,
+        method_params=_parse_assignments(args.param, "--param"),
+        problem_options=_parse_assignments(args.problem_option, "--problem-option"),
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        dropout=args.dropout,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        epochs=args.epochs,
+        scheduler=args.scheduler,
+        gamma=args.gamma,
+        plateau_factor=args.plateau_factor,
+        plateau_patience=args.plateau_patience,
+        min_lr=args.min_lr,
+        seed=args.seed,
+        device=args.device,
+        reference=reference,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from smto.compare import format_comparison
+    from smto.train import run_dir, train
+
+    config = _config_from_args(args, args.method)
+    record = train(config, args.out, data_dir=args.data_dir, progress=not args.quiet)
+    print(format_comparison([record]))
+    print(f"\nrun {record.status}: {run_dir(config, args.out)}")
+    return 0 if record.status in ("completed", "diverged") else 1
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from smto.compare import compare, format_comparison
+
+    for name in args.methods:
+        registry.spec(name)
+    base = _config_from_args(args, args.methods[0])
+    records = compare(args.methods, base, args.out, args.data_dir, progress=not args.quiet)
+    print(format_comparison(records))
+    print(f"\nruns in {args.out}")
     return 0
 
 
@@ -52,8 +143,80 @@ def _cmd_bench_step(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from smto.demo import DEFAULT_METHODS, main
 
-    main(args.methods or DEFAULT_METHODS, steps=args.steps)
+    main(args.methods or DEFAULT_METHODS, epochs=args.epochs)
     return 0
+
+
+def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    from smto.train import OPTIMIZERS, SCHEDULERS
+
+    add = parser.add_argument
+    add(
+        "--problem",
+        default=defaults.get("problem", "multi_mnist"),
+        help="the problem (see `smto problems`; default %(default)s)",
+    )
+    add(
+        "--tasks",
+        default=defaults.get("tasks", "CL_RR"),
+        help="tasks joined by '_', e.g. CL_RR; one task for single-task training "
+        "(default %(default)s)",
+    )
+    add(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a method hyperparameter, repeatable (see `smto methods`), e.g. --param alpha=0.4",
+    )
+    add(
+        "--problem-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a problem option, repeatable (see `smto problems`), e.g. "
+        "--problem-option right_indices=original or --problem-option limits=(5000,1000,1000)",
+    )
+    add("--data-dir", help=DATA_HELP)
+    add("--out", default="runs", help="root directory of the run records (default %(default)s)")
+    add("--optimizer", choices=OPTIMIZERS, default="adam", help="default %(default)s")
+    add(
+        "--lr",
+        type=float,
+        default=defaults.get("lr", 1e-3),
+        help="learning rate (default %(default)s)",
+    )
+    add("--weight-decay", type=float, default=0.0, help="default %(default)s")
+    add("--momentum", type=float, default=0.9, help="for sgd and signsgd (default %(default)s)")
+    add("--dropout", type=float, default=0.0, help="dropout p of the model (default %(default)s)")
+    add("--batch-size", type=int, default=256, help="training batch (default %(default)s)")
+    add(
+        "--eval-batch-size",
+        type=int,
+        default=100,
+        help="validation/test batch, also Auto-Lambda's validation batch (default %(default)s)",
+    )
+    add("--epochs", type=int, default=defaults.get("epochs", 100), help="default %(default)s")
+    add(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default="exponential",
+        help="per-epoch ExponentialLR, ReduceLROnPlateau on the mean validation loss, or none "
+        "(default %(default)s)",
+    )
+    add("--gamma", type=float, default=0.95, help="ExponentialLR factor (default %(default)s)")
+    add("--plateau-factor", type=float, default=0.7, help="default %(default)s")
+    add("--plateau-patience", type=int, default=5, help="default %(default)s")
+    add("--min-lr", type=float, default=1e-5, help="ReduceLROnPlateau floor (default %(default)s)")
+    add("--seed", type=int, default=0, help="default %(default)s")
+    add(
+        "--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default %(default)s)"
+    )
+    add(
+        "--reference",
+        metavar="JSON",
+        help="single-task validation metrics {task: {metric: value}}: select the best epoch by "
+        "validation Delta_m (else by the mean validation loss)",
+    )
+    add("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,12 +225,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    methods = sub.add_parser("methods", help="list the registered methods and hyperparameters")
-    methods.set_defaults(func=_cmd_methods)
+    sub.add_parser("methods", help="list the methods and their hyperparameters").set_defaults(
+        func=_cmd_methods
+    )
+    sub.add_parser("problems", help="list the problems, tasks and options").set_defaults(
+        func=_cmd_problems
+    )
 
-    demo = sub.add_parser("demo", help="train a two-task toy network with several methods")
+    train = sub.add_parser(
+        "train",
+        help="train one run (resumes it if interrupted)",
+        description="Train one run of a method on a problem; the run's record, checkpoint and "
+        "best model go to OUT/<run id>. Re-running the same command resumes or returns it.",
+    )
+    train.add_argument("--method", default="unit_scal", help="see `smto methods`")
+    _add_run_options(train, {})
+    train.set_defaults(func=_cmd_train)
+
+    compare = sub.add_parser(
+        "compare",
+        help="train several methods with the same settings and tabulate test results",
+    )
+    compare.add_argument("--methods", nargs="+", required=True, help="method names")
+    _add_run_options(compare, {})
+    compare.set_defaults(func=_cmd_compare)
+
+    demo = sub.add_parser("demo", help="compare a few methods on the toy problem (seconds)")
     demo.add_argument("--methods", nargs="+", help="method names (default: a representative set)")
-    demo.add_argument("--steps", type=int, default=400, help="training steps per method")
+    demo.add_argument("--epochs", type=int, default=50, help="epochs per method")
     demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -104,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"smto: error: {error}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ written to the user's own cache instead of next to the raw data.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 DATA_ENV = "SMTO_DATA"
@@ -42,12 +43,28 @@ def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def is_writable_dir(path: Path) -> bool:
-    """Whether ``path`` exists as (or can be created as) a directory that we may write into."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
+    """Whether ``path`` is (or can be created as) a directory we should write into.
+
+    A directory whose permission bits grant nobody write access (``r-x``) counts as
+    read-only even where the process could write anyway (as root): such a directory was
+    marked read-only on purpose. A missing directory is judged by its nearest existing
+    ancestor and created when that ancestor is writable.
+    """
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         return False
-    return os.access(path, os.W_OK | os.X_OK)
+    if not probe.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    if probe != path:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+    return path.is_dir()
 
 
 def cache_dir(
@@ -72,3 +89,10 @@ def cache_dir(
         chosen = user_cache_root() / "cache"
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen
+
+
+def set_default_mode(path: Path) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the usual ``0666 & ~umask``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from smto.models.base import SharedEncoderModel
 
+# Task names as in the main study's code (no underscores: "_" joins task names).
 QM9_TARGETS = (
     "mu",
     "alpha",
@@ -18,10 +19,10 @@ QM9_TARGETS = (
     "lumo",
     "r2",
     "zpve",
-    "U0_atom",
-    "U_atom",
-    "H_atom",
-    "G_atom",
+    "U0Atom",
+    "UAtom",
+    "HAtom",
+    "GAtom",
     "Cv",
 )
 

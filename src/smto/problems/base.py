@@ -1,0 +1,123 @@
+"""A problem: datasets, a shared-encoder model, per-task losses and per-task metrics.
+
+Everything the training engine needs to know about Multi-MNIST, Cityscapes, QM9 or a toy
+problem goes through this small interface, so the engine never names a dataset. Tasks are
+selected by name; single-task training is the same problem with one task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from smto.models.base import SharedEncoderModel
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-task evaluation metric and its direction."""
+
+    name: str
+    higher_is_better: bool
+
+
+@dataclass
+class Batch:
+    """One batch: the model's input and the targets by task name."""
+
+    inputs: Any
+    targets: dict[str, Tensor]
+    size: int
+
+    def to(self, device: torch.device | str) -> Batch:
+        inputs = self.inputs.to(device) if hasattr(self.inputs, "to") else self.inputs
+        targets = {k: v.to(device) for k, v in self.targets.items()}
+        return Batch(inputs, targets, self.size)
+
+
+class Meter(ABC):
+    """Accumulates a split's metrics over batches (sums, confusion matrices, ...)."""
+
+    @abstractmethod
+    def update(self, outputs: Mapping[str, Tensor], batch: Batch) -> None:
+        """Adds one batch's outputs."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, dict[str, float]]:
+        """The metrics by task and metric name."""
+
+
+class Problem(ABC):
+    """A multi-task problem over a subset of its tasks."""
+
+    name: ClassVar[str]
+    all_tasks: ClassVar[tuple[str, ...]]
+
+    def __init__(self, tasks: Sequence[str] | str) -> None:
+        names = parse_tasks(tasks)
+        unknown = [t for t in names if t not in self.all_tasks]
+        if unknown or not names:
+            raise ValueError(
+                f"unknown task(s) {unknown or names} for problem {self.name!r}; valid tasks: "
+                f"{', '.join(self.all_tasks)} (several joined by '_', e.g. "
+                f"{'_'.join(self.all_tasks[:2])})"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks must be distinct, got {names}")
+        self.tasks: tuple[str, ...] = tuple(names)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    @abstractmethod
+    def split_size(self, split: str) -> int:
+        """The number of samples in ``split`` ("train", "val" or "test")."""
+
+    @abstractmethod
+    def batches(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        """The batches of a split, shuffled with ``generator`` when one is given."""
+
+    @abstractmethod
+    def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
+        """A freshly initialised model with one head per selected task."""
+
+    @abstractmethod
+    def losses(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
+        """The (K,) per-task training losses of one batch, in task order."""
+
+    @abstractmethod
+    def metrics(self) -> dict[str, tuple[Metric, ...]]:
+        """The evaluation metrics of each selected task."""
+
+    @abstractmethod
+    def new_meter(self) -> Meter:
+        """An empty accumulator of this problem's metrics."""
+
+    def loss_types(self) -> tuple[str, ...]:
+        """Each task's loss kind ("classification", "mse", "l1"), for methods such as UW."""
+        raise NotImplementedError(f"{self.name} does not declare its loss types")
+
+
+def parse_tasks(tasks: Sequence[str] | str) -> list[str]:
+    """ "CL_RR" or ["CL", "RR"] -> ["CL", "RR"]."""
+    if isinstance(tasks, str):
+        return [t for t in tasks.split("_") if t] if "_" in tasks else [tasks]
+    return list(tasks)
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    """Index tensors of consecutive batches over ``n`` samples (a permutation if shuffled)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from torch.split(order, batch_size)

@@ -1,0 +1,141 @@
+"""Multi-MNIST: classify and reconstruct the left and right digits of a composite image.
+
+PROTOCOL.md "Multi-MNIST" (after Sener & Koltun 2018). Tasks: CL / CR classify the left /
+right digit (NLL of log-softmax; metric accuracy), RL / RR reconstruct the left / right
+28x28 digit (MSE per sample; metric MSE). The main study's task pairs are CL_CR, CL_RR and
+RL_RR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from os import PathLike
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+from smto.models.base import SharedEncoderModel
+from smto.models.lenet import multi_lenet
+from smto.problems.base import SPLITS, Batch, Meter, Metric, Problem, index_batches
+
+CLASSIFICATION = ("CL", "CR")
+ACCURACY = Metric("accuracy", higher_is_better=True)
+MSE = Metric("mse", higher_is_better=False)
+
+
+class MultiMNIST(Problem):
+    """The Multi-MNIST problem over the selected tasks.
+
+    Args:
+        tasks: e.g. "CL_RR" or ["CL", "RR"].
+        data_dir: where MNIST lives (``mnist/`` inside it, or the files themselves); default
+            the ``SMTO_DATA`` environment variable, else the user cache (downloading).
+        right_indices: "seed" (right digits drawn with ``seed``) or "original" (the main
+            study's index files, from ``split_dir`` or ``<data_dir>/seed_splits/multi_mnist``).
+        seed: the seed of the right-digit draw.
+        split_dir: the directory of the original index files.
+        limits: at most this many samples of each split (train, val, test), for quick runs.
+        download: fetch missing MNIST files from the public mirrors.
+    """
+
+    name = "multi_mnist"
+    all_tasks = ("CL", "CR", "RL", "RR")
+
+    def __init__(
+        self,
+        tasks: Sequence[str] | str = "CL_RR",
+        data_dir: str | PathLike[str] | None = None,
+        right_indices: str = "seed",
+        seed: int = 0,
+        split_dir: str | PathLike[str] | None = None,
+        limits: Sequence[int | None] = (None, None, None),
+        download: bool = True,
+    ) -> None:
+        super().__init__(tasks)
+        from smto.data.multi_mnist import load_multi_mnist, normalize
+
+        if len(limits) != len(SPLITS):
+            raise ValueError(f"limits must give one value per split {SPLITS}, got {limits}")
+        splits = load_multi_mnist(
+            data_dir=data_dir,
+            right_indices=right_indices,
+            seed=seed,
+            split_dir=split_dir,
+            download=download,
+        )
+        self._inputs: dict[str, Tensor] = {}
+        self._targets: dict[str, dict[str, Tensor]] = {}
+        for split, limit in zip(SPLITS, limits):
+            data = splits[split]
+            n = len(data.images) if limit is None else min(int(limit), len(data.images))
+            self._inputs[split] = normalize(data.images[:n]).unsqueeze(1)
+            source = {
+                "CL": data.left_labels,
+                "CR": data.right_labels,
+                "RL": data.left,
+                "RR": data.right,
+            }
+            self._targets[split] = {
+                t: source[t][:n] if t in CLASSIFICATION else normalize(source[t][:n])
+                for t in self.tasks
+            }
+
+    def split_size(self, split: str) -> int:
+        return len(self._inputs[split])
+
+    def batches(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        inputs, targets = self._inputs[split], self._targets[split]
+        for idx in index_batches(len(inputs), batch_size, generator):
+            yield Batch(inputs[idx], {t: v[idx] for t, v in targets.items()}, len(idx))
+
+    def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
+        return multi_lenet(self.tasks, dropout)
+
+    def losses(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
+        return torch.stack([_loss(t, outputs[t], targets[t]) for t in self.tasks])
+
+    def metrics(self) -> dict[str, tuple[Metric, ...]]:
+        return {t: (ACCURACY,) if t in CLASSIFICATION else (MSE,) for t in self.tasks}
+
+    def loss_types(self) -> tuple[str, ...]:
+        return tuple("classification" if t in CLASSIFICATION else "mse" for t in self.tasks)
+
+    def new_meter(self) -> Meter:
+        return _MultiMNISTMeter(self.tasks)
+
+
+def _loss(task: str, output: Tensor, target: Tensor) -> Tensor:
+    if task in CLASSIFICATION:
+        return functional.nll_loss(output, target)
+    return ((output - target) ** 2).mean()
+
+
+class _MultiMNISTMeter(Meter):
+    """Sums of correct predictions and squared errors, kept on the outputs' device."""
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        self.tasks = tuple(tasks)
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = dict.fromkeys(self.tasks, 0)
+
+    def update(self, outputs: Mapping[str, Tensor], batch: Batch) -> None:
+        for t in self.tasks:
+            out, target = outputs[t].detach(), batch.targets[t]
+            if t in CLASSIFICATION:
+                value = (out.argmax(dim=1) == target).sum()
+                count = batch.size
+            else:
+                value = ((out - target) ** 2).sum()
+                count = target.numel()
+            self.sums[t] = self.sums[t] + value if t in self.sums else value
+            self.counts[t] += count
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        result = {}
+        for t in self.tasks:
+            value = float(self.sums[t]) / self.counts[t]
+            result[t] = {"accuracy" if t in CLASSIFICATION else "mse": value}
+        return result

@@ -1,0 +1,145 @@
+"""The configuration of one training run, validated, serializable, with a stable id."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from smto import registry
+from smto.method import LossMethod
+from smto.problems import parse_tasks, problem_class, problem_options
+
+OPTIMIZERS = ("adam", "sgd", "signsgd", "per_task_adam")
+SCHEDULERS = ("exponential", "plateau", "none")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers.
+
+    The defaults are the main study's Multi-MNIST settings (Adam, batch 256, validation and
+    test batches of 100, ExponentialLR(0.95) per epoch, 100 epochs). ``problem_options`` are
+    the problem's own options (e.g. ``right_indices``, ``limits``); where the data lives is
+    not part of a run's identity and is given to :func:`smto.train.train` separately.
+    """
+
+    problem: str = "multi_mnist"
+    tasks: str = "CL_RR"
+    method: str = "unit_scal"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    problem_options: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    dropout: float = 0.0
+    batch_size: int = 256
+    eval_batch_size: int = 100
+    epochs: int = 100
+    scheduler: str = "exponential"
+    gamma: float = 0.95
+    plateau_factor: float = 0.7
+    plateau_patience: int = 5
+    min_lr: float = 1e-5
+    seed: int = 0
+    device: str = "cpu"
+    reference: dict[str, dict[str, float]] | None = None
+    """Single-task validation metrics by task and metric: the best epoch is then the one of
+    the highest validation Delta_m (PROTOCOL.md "Best epoch"); without it, the one of the
+    lowest mean validation loss."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", "_".join(parse_tasks(self.tasks)))
+        for name in ("method_params", "problem_options", "reference"):
+            object.__setattr__(self, name, _as_json(name, getattr(self, name)))
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        for name in ("lr", "gamma", "plateau_factor"):
+            _check_positive(name, getattr(self, name))
+        for name in ("weight_decay", "momentum", "min_lr"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("batch_size", "eval_batch_size", "epochs", "plateau_patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        cls = problem_class(self.problem)
+        unknown = sorted(
+            set(self.problem_options) - set(problem_options(self.problem)) - {"data_dir"}
+        )
+        if unknown:
+            raise ValueError(
+                f"unknown problem option(s) {unknown} for {self.problem!r}; valid: "
+                f"{sorted(set(problem_options(self.problem)) - {'data_dir'})}"
+            )
+        if "data_dir" in self.problem_options:
+            raise ValueError("data_dir is not part of a run's configuration: pass it to train()")
+        bad_tasks = [t for t in parse_tasks(self.tasks) if t not in cls.all_tasks]
+        if bad_tasks:
+            raise ValueError(
+                f"unknown task(s) {bad_tasks} for problem {self.problem!r}; valid tasks: "
+                f"{', '.join(cls.all_tasks)}"
+            )
+        method = registry.create(self.method, self.n_tasks, **self.method_params)
+        if self.optimizer == "per_task_adam" and not isinstance(method, LossMethod):
+            raise ValueError(
+                f"per_task_adam needs a loss-based method (per-task gradients of its loss "
+                f"terms); {self.method!r} combines gradients itself"
+            )
+
+    @property
+    def n_tasks(self) -> int:
+        return len(parse_tasks(self.tasks))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """A config from a dict (e.g. a run record); unknown keys are a clear error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown run configuration key(s) {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+    def run_id(self) -> str:
+        """A readable id that changes with any setting: problem-tasks-method-seed-hash."""
+        digest = hashlib.sha1(
+            json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        ).hexdigest()[:10]
+        method = registry.spec(self.method).name
+        return f"{self.problem}-{self.tasks}-{method}-seed{self.seed}-{digest}"
+
+
+def _as_json(name: str, value: Any) -> Any:
+    """The value as it reads back from a JSON record (tuples become lists), so a
+    configuration equals its own record."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as error:
+        message = f"{name} must hold plain JSON values (numbers, strings, lists): {error}"
+        raise ValueError(message) from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not _is_number(value) or value <= 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")

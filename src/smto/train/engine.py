@@ -1,0 +1,375 @@
+"""The training engine: one run = (problem, tasks, method, optimizer, schedule, seed, device).
+
+Per epoch: train over shuffled batches (the method's hooks served generically: validation
+batches for Auto-Lambda, per-task head inputs for RotoGrad, the post-step forward for FAMO,
+``end_epoch`` for DWA), evaluate validation, keep the model of the best validation epoch
+(and evaluate test there), step the scheduler, checkpoint, and write the record. A killed run
+resumes from its last checkpoint with exactly the numbers it would have had; a non-finite
+loss ends the run as "diverged".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import smto
+from smto import registry
+from smto.evaluation import delta_m
+from smto.method import LossMethod, Method
+from smto.models.base import SharedEncoderModel
+from smto.optim import PerTaskAdam, SignSGD
+from smto.problems import Batch, Problem, create_problem, problem_options
+from smto.train.config import RunConfig
+from smto.train.records import BEST_MODEL, CHECKPOINT, RunRecord
+
+EpochCallback = Callable[[RunRecord], None]
+
+
+class Diverged(Exception):
+    """A loss became NaN or infinite."""
+
+
+def run_dir(config: RunConfig, root: str | os.PathLike[str]) -> Path:
+    """The directory of ``config``'s run under ``root``."""
+    return Path(root) / config.run_id()
+
+
+def train(
+    config: RunConfig,
+    root: str | os.PathLike[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    problem: Problem | None = None,
+    progress: bool = False,
+    on_epoch_end: EpochCallback | None = None,
+) -> RunRecord:
+    """Trains (or resumes, or just returns) the run of ``config`` under ``root``.
+
+    A finished run (completed or diverged) is returned as recorded. An unfinished one resumes
+    from its last checkpoint. ``problem`` reuses an already loaded problem (it must match
+    the configuration); otherwise it is built with ``data_dir``. ``on_epoch_end`` is called
+    with the record after each epoch (an exception there stops the run, which stays
+    resumable).
+    """
+    directory = run_dir(config, root)
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = _existing_record(directory, config)
+    if existing is not None and existing.status in ("completed", "diverged"):
+        return existing
+    if problem is None:
+        options = dict(config.problem_options)
+        if "data_dir" in problem_options(config.problem):
+            options["data_dir"] = data_dir
+        problem = create_problem(config.problem, config.tasks, **options)
+    elif problem.name != config.problem or "_".join(problem.tasks) != config.tasks:
+        raise ValueError(
+            f"the given problem ({problem.name}, {'_'.join(problem.tasks)}) does not match the "
+            f"configuration ({config.problem}, {config.tasks})"
+        )
+    run = _Run(config, problem, directory)
+    return run.execute(progress=progress, on_epoch_end=on_epoch_end)
+
+
+def _existing_record(directory: Path, config: RunConfig) -> RunRecord | None:
+    from smto.train.records import RECORD, load_run
+
+    if not (directory / RECORD).exists():
+        return None
+    record = load_run(directory)
+    if record.config != config.to_dict():
+        raise ValueError(
+            f"{directory} holds a run with a different configuration; use another directory"
+        )
+    return record
+
+
+@dataclass
+class _EpochSums:
+    """Per-epoch sums kept on the device (no per-step host synchronization)."""
+
+    losses: Tensor
+    weights: Tensor
+    steps: int = 0
+
+
+class _Run:
+    def __init__(self, config: RunConfig, problem: Problem, directory: Path) -> None:
+        self.config = config
+        self.problem = problem
+        self.directory = directory
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        self.model: SharedEncoderModel = problem.make_model(config.dropout).to(self.device)
+        self.method: Method = _make_method(config, problem).to(self.device)
+        self.optimizer = _make_optimizer(config, self.model, self.method)
+        self.scheduler = _make_scheduler(config, self.optimizer)
+        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.shared = list(self.model.shared_parameters())
+        self.per_task = config.optimizer == "per_task_adam"
+        self.record = RunRecord(
+            run_id=config.run_id(),
+            config=config.to_dict(),
+            smto_version=smto.__version__,
+            selection="delta_m" if config.reference else "mean_val_loss",
+        )
+        self.start_epoch = 0
+        self._load_checkpoint()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def execute(self, progress: bool, on_epoch_end: EpochCallback | None) -> RunRecord:
+        bar = _progress_bar(self.config.epochs, self.start_epoch) if progress else None
+        self.record.status = "running"
+        try:
+            for epoch in range(self.start_epoch, self.config.epochs):
+                started = time.perf_counter()
+                try:
+                    sums = self._train_epoch(epoch)
+                except Diverged as error:
+                    self._finish("diverged", str(error), diverged_epoch=epoch)
+                    break
+                entry = self._evaluate_epoch(epoch, sums, time.perf_counter() - started)
+                self.record.history.append(entry)
+                self._step_scheduler(entry)
+                self.record.solver_failures = int(getattr(self.method, "solver_failures", 0))
+                if epoch + 1 == self.config.epochs:
+                    self.record.status = "completed"
+                self._save_checkpoint(epoch + 1)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(_summary(entry), refresh=True)
+                if on_epoch_end is not None:
+                    on_epoch_end(self.record)
+        except KeyboardInterrupt:
+            self._finish("interrupted", "stopped by the user (resumable)")
+            raise
+        except Exception as error:
+            self._finish("failed", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.record
+
+    def _train_epoch(self, epoch: int) -> _EpochSums:
+        model, method, problem = self.model, self.method, self.problem
+        model.train()
+        k = problem.n_tasks
+        sums = _EpochSums(torch.zeros(k, device=self.device), torch.zeros(k, device=self.device))
+        validation = self._validation_cycle(epoch) if method.needs_validation_batch else None
+        for batch in problem.batches("train", self.config.batch_size, self.data_generator):
+            batch = batch.to(self.device)
+            if validation is not None:
+                lr = self.optimizer.param_groups[0]["lr"]
+                method.validation_step(self._task_losses, model, batch, next(validation), lr)
+            self.optimizer.zero_grad(set_to_none=True)
+            features, outputs = model(batch.inputs, head_inputs=method.head_inputs)
+            losses = problem.losses(outputs, batch.targets)
+            if not bool(torch.isfinite(losses).all()):
+                values = ", ".join(f"{t}={v:.4g}" for t, v in zip(problem.tasks, losses.tolist()))
+                raise Diverged(f"non-finite loss in epoch {epoch} ({values})")
+            if self.per_task:
+                assert isinstance(method, LossMethod)
+                result = method.backward(losses, self.shared, features, per_task_grads=True)
+            else:
+                result = method.backward(losses, self.shared, features)
+            self.optimizer.step()
+            if method.needs_post_step:
+                with torch.no_grad():
+                    method.post_step(self._task_losses(batch))
+            sums.losses += losses.detach()
+            sums.weights += result.weights.to(sums.weights.dtype)
+            sums.steps += 1
+        method.end_epoch()
+        return sums
+
+    def _task_losses(self, batch: Batch) -> Tensor:
+        _, outputs = self.model(batch.inputs, head_inputs=self.method.head_inputs)
+        return self.problem.losses(outputs, batch.targets)
+
+    def _validation_cycle(self, epoch: int) -> Iterator[Batch]:
+        """Validation batches for Auto-Lambda: shuffled, cycled, restarted each epoch from a
+        generator seeded by (seed, epoch), so a resumed run draws the same ones."""
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        while True:
+            for batch in self.problem.batches("val", self.config.eval_batch_size, generator):
+                yield batch.to(self.device)
+
+    def _evaluate(self, split: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        """The metrics and mean losses of a split (eval mode, no gradients)."""
+        self.model.eval()
+        meter = self.problem.new_meter()
+        loss_sum = torch.zeros(self.problem.n_tasks, device=self.device)
+        count = 0
+        with torch.no_grad():
+            for batch in self.problem.batches(split, self.config.eval_batch_size):
+                batch = batch.to(self.device)
+                _, outputs = self.model(batch.inputs, head_inputs=self.method.head_inputs)
+                loss_sum += self.problem.losses(outputs, batch.targets) * batch.size
+                count += batch.size
+                meter.update(outputs, batch)
+        losses = (loss_sum / max(count, 1)).tolist()
+        return meter.compute(), dict(zip(self.problem.tasks, losses))
+
+    def _evaluate_epoch(self, epoch: int, sums: _EpochSums, seconds: float) -> dict[str, Any]:
+        tasks = self.problem.tasks
+        steps = max(sums.steps, 1)
+        val, val_loss = self._evaluate("val")
+        score = self._score(val, val_loss)
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": dict(zip(tasks, (sums.losses / steps).tolist())),
+            "weights": dict(zip(tasks, (sums.weights / steps).tolist())),
+            "val": val,
+            "val_loss": val_loss,
+            "score": score,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "test": None,
+        }
+        best = self.record.best_score
+        if best is None or (math.isfinite(score) and score > best):
+            test, _ = self._evaluate("test")
+            entry["test"] = test
+            self.record.best_epoch, self.record.best_score = epoch, score
+            self.record.best_val, self.record.best_test = val, test
+            _atomic_torch_save(self.model.state_dict(), self.directory / BEST_MODEL)
+        self.record.seconds += seconds
+        return entry
+
+    def _score(self, val: dict[str, dict[str, float]], val_loss: dict[str, float]) -> float:
+        """Higher is better: validation Delta_m, or minus the mean validation loss."""
+        if self.config.reference:
+            return delta_m(val, self.config.reference, self.problem.metrics())
+        return -sum(val_loss.values()) / len(val_loss)
+
+    def _step_scheduler(self, entry: dict[str, Any]) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(sum(entry["val_loss"].values()) / len(entry["val_loss"]))
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    def _finish(self, status: str, reason: str, diverged_epoch: int | None = None) -> None:
+        self.record.status = status
+        self.record.reason = reason
+        self.record.diverged_epoch = diverged_epoch
+        self.record.save(self.directory)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _save_checkpoint(self, epochs_done: int) -> None:
+        state = {
+            "epochs_done": epochs_done,
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "data": self.data_generator.get_state(),
+            },
+        }
+        _atomic_torch_save(state, self.directory / CHECKPOINT)
+        self.record.save(self.directory)
+
+    def _load_checkpoint(self) -> None:
+        path = self.directory / CHECKPOINT
+        if not path.exists():
+            return
+        from smto.train.records import load_run
+
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.data_generator.set_state(state["rng"]["data"])
+        record = load_run(self.directory)
+        record.history = record.history[: state["epochs_done"]]
+        self.record = record
+        self.start_epoch = state["epochs_done"]
+
+
+def _make_method(config: RunConfig, problem: Problem) -> Method:
+    params = dict(config.method_params)
+    spec = registry.spec(config.method)
+    if "loss_types" in spec.hyperparameters and "loss_types" not in params:
+        params["loss_types"] = problem.loss_types()
+    return registry.create(config.method, problem.n_tasks, **params)
+
+
+def _make_optimizer(
+    config: RunConfig, model: SharedEncoderModel, method: Method
+) -> torch.optim.Optimizer:
+    """The model's parameters (shared, then heads) and the method's own groups."""
+    shared_ids = {id(p) for p in model.shared_parameters()}
+    groups: list[dict[str, Any]] = [
+        {
+            "params": list(model.shared_parameters()),
+            "per_task": config.optimizer == "per_task_adam",
+        },
+        {"params": [p for p in model.parameters() if id(p) not in shared_ids]},
+    ]
+    for group in method.parameter_groups(config.lr):
+        groups.append({**group, "weight_decay": 0.0})
+    wd, lr = config.weight_decay, config.lr
+    if config.optimizer == "adam":
+        for group in groups:
+            group.pop("per_task", None)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+    if config.optimizer == "sgd":
+        for group in groups:
+            group.pop("per_task", None)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "signsgd":
+        for group in groups:
+            group.pop("per_task", None)
+        return SignSGD(groups, lr=lr, momentum=config.momentum, weight_decay=wd)
+    return PerTaskAdam(groups, n_tasks=method.n_tasks, lr=lr, weight_decay=wd)
+
+
+def _make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
+    if config.scheduler == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            min_lr=config.min_lr,
+        )
+    return None
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _progress_bar(total: int, done: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="epoch", dynamic_ncols=True)
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    losses = " ".join(f"{t}:{v:.3g}" for t, v in entry["train_loss"].items())
+    val = " ".join(
+        f"{t}.{m}:{v:.4g}" for t, metrics in entry["val"].items() for m, v in metrics.items()
+    )
+    return f"loss {losses} | val {val}"

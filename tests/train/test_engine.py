@@ -1,0 +1,186 @@
+"""The training engine on the toy problem: determinism, resume, divergence, records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+import smto
+from smto.method import LossMethod, Scale
+from smto.registry import _ALIASES, _REGISTRY, MethodSpec
+from smto.train import RunConfig, load_run, load_runs, run_dir, train
+
+TOY = {"problem": "toy_regression", "tasks": "T1_T2", "batch_size": 64, "lr": 3e-3}
+
+
+def history_without_times(record):
+    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in record.history]
+
+
+def test_a_run_records_everything(tmp_path):
+    config = RunConfig(**TOY, method="cagrad", epochs=3)
+    record = train(config, tmp_path)
+    assert record.status == "completed"
+    assert [e["epoch"] for e in record.history] == [0, 1, 2]
+    for entry in record.history:
+        assert set(entry["train_loss"]) == set(entry["weights"]) == {"T1", "T2"}
+        assert set(entry["val"]["T1"]) == {"mse"}
+        assert entry["lr"] > 0
+    lrs = [e["lr"] for e in record.history]
+    assert lrs[1] == pytest.approx(lrs[0] * 0.95)
+    scores = [e["score"] for e in record.history]
+    assert record.best_epoch == max(range(3), key=scores.__getitem__)
+    assert record.best_test == record.history[record.best_epoch]["test"]
+    assert record.smto_version == smto.__version__
+    on_disk = load_run(run_dir(config, tmp_path))
+    assert on_disk.to_dict() == record.to_dict()
+    assert (run_dir(config, tmp_path) / "best_model.pt").exists()
+    runs, epochs = load_runs(tmp_path)
+    assert len(runs) == 1 and len(epochs) == 3
+    assert runs.loc[0, "config.method"] == "cagrad"
+    assert runs.loc[0, "best_test.T2.mse"] == record.best_test["T2"]["mse"]
+    assert list(epochs["weights.T1"]) == [e["weights"]["T1"] for e in record.history]
+
+
+def test_same_seed_gives_identical_histories(tmp_path):
+    config = RunConfig(**TOY, method="rlw_normal", epochs=2, dropout=0.2)
+    a = train(config, tmp_path / "a")
+    b = train(config, tmp_path / "b")
+    assert history_without_times(a) == history_without_times(b)
+    other = train(RunConfig(**TOY, method="rlw_normal", epochs=2, dropout=0.2, seed=1), tmp_path)
+    assert history_without_times(other) != history_without_times(a)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["famo", "dwa", "pcgrad", "uw"])
+def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, method):
+    config = RunConfig(**TOY, method=method, epochs=4, dropout=0.1)
+    full = train(config, tmp_path / "full")
+
+    def stop_after_two(record):
+        if len(record.history) == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "cut", on_epoch_end=stop_after_two)
+    assert load_run(run_dir(config, tmp_path / "cut")).status == "failed"
+    resumed = train(config, tmp_path / "cut")
+    assert resumed.status == "completed"
+    assert history_without_times(resumed) == history_without_times(full)
+    assert resumed.best_test == full.best_test
+
+
+def test_an_interrupted_run_is_recorded_as_such(tmp_path):
+    config = RunConfig(**TOY, method="unit_scal", epochs=3)
+
+    def interrupt(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path, on_epoch_end=interrupt)
+    record = load_run(run_dir(config, tmp_path))
+    assert record.status == "interrupted" and len(record.history) == 1
+    assert train(config, tmp_path).status == "completed"
+
+
+class _NaNAfter(LossMethod):
+    """Uniform weights, but from the given step on its objective is NaN (as a diverging
+    method would make it)."""
+
+    display_name = "NaN after"
+    scale = Scale.MEAN
+
+    def __init__(self, n_tasks: int, after: int = 10) -> None:
+        super().__init__(n_tasks)
+        self.after = after
+        self.steps = 0
+
+    def terms(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        self.steps += 1
+        factor = math.nan if self.steps > self.after else 1.0 / self.n_tasks
+        weights = torch.full_like(losses.detach(), factor)
+        return losses * weights, weights
+
+
+def test_a_diverging_run_ends_as_diverged(tmp_path, monkeypatch):
+    monkeypatch.setitem(_REGISTRY, "nan_after", MethodSpec("nan_after", _NaNAfter, {}, "NaN"))
+    monkeypatch.setitem(_ALIASES, "nanafter", "nan_after")
+    config = RunConfig(**TOY, method="nan_after", method_params={"after": 20}, epochs=5)
+    record = train(config, tmp_path)  # 8 steps per epoch: NaN parameters in epoch 2
+    assert record.status == "diverged"
+    assert record.diverged_epoch == 2
+    assert "non-finite loss in epoch 2" in record.reason
+    assert len(record.history) == 2
+    assert load_run(run_dir(config, tmp_path)).status == "diverged"
+    assert train(config, tmp_path).status == "diverged"  # a finished run is not re-run
+
+
+def test_selection_by_validation_delta_m(tmp_path):
+    reference = {"T1": {"mse": 0.2}, "T2": {"mse": 40.0}}
+    config = RunConfig(**TOY, method="unit_scal", epochs=3, reference=reference)
+    record = train(config, tmp_path)
+    assert record.selection == "delta_m"
+    for entry in record.history:
+        expected = -50 * (
+            (entry["val"]["T1"]["mse"] - 0.2) / 0.2 + (entry["val"]["T2"]["mse"] - 40) / 40
+        )
+        assert entry["score"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler", "method"),
+    [
+        ("sgd", "plateau", "unit_scal"),
+        ("signsgd", "none", "imtl"),
+        ("per_task_adam", "exponential", "uw_o"),
+    ],
+)
+def test_optimizers_and_schedulers(tmp_path, optimizer, scheduler, method):
+    config = RunConfig(
+        **{**TOY, "lr": 1e-3}, method=method, optimizer=optimizer, scheduler=scheduler, epochs=2
+    )
+    record = train(config, tmp_path)
+    assert record.status == "completed"
+    assert all(math.isfinite(v) for e in record.history for v in e["weights"].values())
+
+
+@pytest.mark.parametrize("name", smto.available())
+def test_every_method_trains_an_epoch_and_records_weights(tmp_path, name):
+    record = train(RunConfig(**TOY, method=name, epochs=1), tmp_path)
+    assert record.status == "completed"
+    weights = record.history[0]["weights"]
+    assert set(weights) == {"T1", "T2"} and all(math.isfinite(v) for v in weights.values())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"method": "adamw"}, "unknown method 'adamw'"),
+        ({"lr": -1.0}, "lr must be a number > 0"),
+        ({"optimizer": "lamb"}, "unknown optimizer 'lamb'"),
+        ({"optimizer": "per_task_adam", "method": "pcgrad"}, "needs a loss-based method"),
+        ({"problem_options": {"size": 3}}, r"unknown problem option\(s\) \['size'\]"),
+        ({"tasks": "T1_T3"}, r"unknown task\(s\) \['T3'\]"),
+        ({"method": "cagrad", "method_params": {"alpha": "big"}}, "must be of type"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ],
+)
+def test_bad_configurations_are_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig(**{**TOY, **changes})
+
+
+def test_config_round_trip_and_stable_id():
+    config = RunConfig(**TOY, method="Nash-MTL", method_params={"max_norm": 2.0})
+    again = RunConfig.from_dict(config.to_dict())
+    assert again == config and again.run_id() == config.run_id()
+    assert config.run_id().startswith("toy_regression-T1_T2-nash_mtl-seed0-")
+    assert RunConfig(**TOY, seed=1).run_id() != RunConfig(**TOY).run_id()
+    with pytest.raises(ValueError, match="unknown run configuration key"):
+        RunConfig.from_dict({**config.to_dict(), "learning_rate": 1})
