@@ -15,9 +15,10 @@ class TinyMTL(nn.Module):
         self.encoder = nn.Sequential(nn.Linear(d_in, d_hidden), nn.Tanh())
         self.heads = nn.ModuleList(nn.Linear(d_hidden, 1) for _ in range(n_tasks))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, x: Tensor, head_inputs=None) -> tuple[Tensor, list[Tensor]]:
         z = self.encoder(x)
-        return z, [head(z).squeeze(-1) for head in self.heads]
+        inputs = head_inputs(z) if head_inputs is not None else [z] * len(self.heads)
+        return z, [head(zk).squeeze(-1) for head, zk in zip(self.heads, inputs)]
 
 
 def tiny_batch(n_tasks: int, seed: int = 0, n: int = 16, d_in: int = 4):
@@ -27,8 +28,10 @@ def tiny_batch(n_tasks: int, seed: int = 0, n: int = 16, d_in: int = 4):
     return x, ys
 
 
-def tiny_losses(model: TinyMTL, x: Tensor, ys: list[Tensor]) -> tuple[Tensor, Tensor]:
-    z, outs = model(x)
+def tiny_losses(
+    model: TinyMTL, x: Tensor, ys: list[Tensor], head_inputs=None
+) -> tuple[Tensor, Tensor]:
+    z, outs = model(x, head_inputs)
     return z, torch.stack([((o - y) ** 2).mean() for o, y in zip(outs, ys)])
 
 

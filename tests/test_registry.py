@@ -12,6 +12,7 @@ from conftest import TinyMTL, tiny_batch, tiny_losses
 from smto.method import Scale, Space
 
 ALL_METHODS = smto.available()
+TINY_SETTINGS = {"rotograd": {"feature_size": 8}}  # TinyMTL's representation has 8 features
 
 
 def test_names_match_loosely_and_unknown_names_list_the_valid_ones():
@@ -46,14 +47,21 @@ def test_every_method_declares_its_conventions(name):
 def _step(model, method, optimizer, step: int, n_tasks: int):
     torch.manual_seed(1000 + step)
     x, ys = tiny_batch(n_tasks, seed=step)
+    if method.needs_validation_batch:
+
+        def task_losses(batch):
+            return tiny_losses(model, *batch, method.head_inputs)[1]
+
+        validation = tiny_batch(n_tasks, seed=1000 + step)
+        method.validation_step(task_losses, model, (x, ys), validation, lr=0.05)
     optimizer.zero_grad()
-    z, losses = tiny_losses(model, x, ys)
+    z, losses = tiny_losses(model, x, ys, method.head_inputs)
     result = method.backward(losses, model.encoder.parameters(), z)
     grads = [p.grad.clone() for p in model.parameters()]  # None would raise: all written
     optimizer.step()
     if method.needs_post_step:
         with torch.no_grad():
-            method.post_step(tiny_losses(model, x, ys)[1])
+            method.post_step(tiny_losses(model, x, ys, method.head_inputs)[1])
     if step % 2 == 1:
         method.end_epoch()
     return result, grads
@@ -64,7 +72,7 @@ def test_every_method_trains_reports_weights_and_round_trips_its_state(name):
     n_tasks = 3
     torch.manual_seed(0)
     model = TinyMTL(n_tasks=n_tasks)
-    method = smto.create(name, n_tasks)
+    method = smto.create(name, n_tasks, **TINY_SETTINGS.get(name, {}))
     optimizer = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.05)
     for step in range(5):
         result, grads = _step(model, method, optimizer, step, n_tasks)
@@ -80,7 +88,7 @@ def test_every_method_trains_reports_weights_and_round_trips_its_state(name):
 
     saved = copy.deepcopy((model.state_dict(), method.state_dict(), optimizer.state_dict()))
     twin_model = TinyMTL(n_tasks=n_tasks)
-    twin_method = smto.create(name, n_tasks)
+    twin_method = smto.create(name, n_tasks, **TINY_SETTINGS.get(name, {}))
     twin_optimizer = torch.optim.SGD([*twin_model.parameters(), *twin_method.parameters()], lr=0.05)
     twin_model.load_state_dict(saved[0])
     twin_method.load_state_dict(saved[1])

@@ -55,9 +55,7 @@ def train_step(model, method, optimizer, step: int, check_gradients: bool = Fals
     z, losses = tiny_losses(model, x, ys)
     params = list(model.parameters())
     if check_gradients:
-        jacobian = [
-            torch.autograd.grad(losses[k], params, retain_graph=True) for k in range(K)
-        ]
+        jacobian = [torch.autograd.grad(losses[k], params, retain_graph=True) for k in range(K)]
     optimizer.zero_grad()
     result = method.backward(losses, model.encoder.parameters(), z)
     assert result.weights.shape == (K,)

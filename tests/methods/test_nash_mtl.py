@@ -50,7 +50,7 @@ def test_solves_well_conditioned_instances(k: int, seed: int) -> None:
 
 @pytest.mark.parametrize(("k", "seed"), CASES[::3])
 def test_solution_does_not_depend_on_the_warm_start(k: int, seed: int) -> None:
-    gram = (random_matrix(k, k + 5, seed, spread=1.0) @ random_matrix(k, k + 5, seed, 1.0).T)
+    gram = random_matrix(k, k + 5, seed, spread=1.0) @ random_matrix(k, k + 5, seed, 1.0).T
     reference, _ = solve_nash(gram, tol=1e-12)
     rng = np.random.default_rng(seed)
     for init in (np.ones(k), rng.uniform(1e-3, 1e3, k), reference * 1e4, reference):

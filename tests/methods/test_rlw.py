@@ -64,8 +64,9 @@ def test_normal_weights_are_a_softmax_of_standard_normals() -> None:
     """K = 2: w_0 / 2 = sigmoid(x_0 - x_1) with x_0 - x_1 ~ N(0, 2)."""
     torch.manual_seed(3)
     method = RLW(2, distribution="normal")
-    w = torch.stack([method.sample_weights(torch.zeros(2, dtype=torch.float64))[0] / 2
-                     for _ in range(2000)])
+    w = torch.stack(
+        [method.sample_weights(torch.zeros(2, dtype=torch.float64))[0] / 2 for _ in range(2000)]
+    )
     difference = torch.logit(w) / 2**0.5
     assert stats.kstest(difference.numpy(), "norm").pvalue > 1e-3
 

@@ -1,6 +1,7 @@
 """All methods, one module each, and their registry lines."""
 
 from smto.methods.aligned_mtl import AlignedMTL
+from smto.methods.auto_lambda import AutoLambda
 from smto.methods.cagrad import CAGrad
 from smto.methods.cdtt import CDTT
 from smto.methods.dwa import DWA
@@ -13,6 +14,7 @@ from smto.methods.mgda import MGDA
 from smto.methods.nash_mtl import NashMTL
 from smto.methods.pcgrad import PCGrad
 from smto.methods.rlw import RLW
+from smto.methods.rotograd import RotoGrad
 from smto.methods.si import SI
 from smto.methods.unit_scal import UnitScal
 from smto.methods.uw import UW
@@ -40,6 +42,8 @@ register("imtl_g", IMTLG)
 register("edm", EDM)
 register("cdtt", CDTT, aliases=("task_tensioner",))
 register("aligned_mtl", AlignedMTL)
+register("rotograd", RotoGrad)
+register("auto_lambda", AutoLambda, aliases=("autol",))
 
 
 __all__ = [
@@ -56,10 +60,12 @@ __all__ = [
     "UW",
     "UWO",
     "AlignedMTL",
+    "AutoLambda",
     "CAGrad",
     "FixedWeights",
     "GradDrop",
     "NashMTL",
     "PCGrad",
+    "RotoGrad",
     "UnitScal",
 ]

@@ -31,9 +31,7 @@ def tensions(ratio: Tensor, losses: Tensor, alpha: float) -> Tensor:
     return (alpha / (1.0 + torch.exp(_E - x * _E)) + 1.0 - alpha).clamp_min(0.0)
 
 
-def tensioned_coefficients(
-    gram: Tensor, base: Tensor, tension: Tensor
-) -> tuple[Tensor, int, bool]:
+def tensioned_coefficients(gram: Tensor, base: Tensor, tension: Tensor) -> tuple[Tensor, int, bool]:
     """The coefficients of v = d + sum_i tension_i unit(g_i - d), corrected so that no g_i is
     more than 90 degrees away from v, with d = sum_i base_i g_i (all in float64, K x K).
 

@@ -54,8 +54,10 @@ def imtl_g_weights(
         return torch.full((k,), 1.0 / k, dtype=torch.float64, device=a.device), False
     gu = a / norms.clamp_min(scale * 1e-150).unsqueeze(0)
     diff = torch.cat(
-        [torch.ones(k - 1, 1, dtype=a.dtype, device=a.device),
-         -torch.eye(k - 1, dtype=a.dtype, device=a.device)],
+        [
+            torch.ones(k - 1, 1, dtype=a.dtype, device=a.device),
+            -torch.eye(k - 1, dtype=a.dtype, device=a.device),
+        ],
         dim=1,
     )
     du = diff @ gu @ diff.T

@@ -109,7 +109,7 @@ class _Run:
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
         self.model: SharedEncoderModel = problem.make_model(config.dropout).to(self.device)
-        self.method: Method = _make_method(config, problem).to(self.device)
+        self.method: Method = _make_method(config, problem, self.model).to(self.device)
         self.optimizer = _make_optimizer(config, self.model, self.method)
         self.scheduler = _make_scheduler(config, self.optimizer)
         self.data_generator = torch.Generator().manual_seed(config.seed)
@@ -304,12 +304,35 @@ class _Run:
         self.start_epoch = state["epochs_done"]
 
 
-def _make_method(config: RunConfig, problem: Problem) -> Method:
+MAX_ROTATED_FEATURES = 512
+"""RotoGrad's feature size: the whole representation, capped as in the main study."""
+
+
+def _make_method(config: RunConfig, problem: Problem, model: SharedEncoderModel) -> Method:
+    """The configured method; hyperparameters that depend on the run and were not given are
+    filled in: UW's loss types (from the problem), RotoGrad's feature size (the size of the
+    representation, at most 512) and Auto-Lambda's weight decay (the run's)."""
     params = dict(config.method_params)
-    spec = registry.spec(config.method)
-    if "loss_types" in spec.hyperparameters and "loss_types" not in params:
+    hyperparameters = registry.spec(config.method).hyperparameters
+    if "loss_types" in hyperparameters and "loss_types" not in params:
         params["loss_types"] = problem.loss_types()
+    if "feature_size" in hyperparameters and "feature_size" not in params:
+        params["feature_size"] = min(_representation_size(problem, model), MAX_ROTATED_FEATURES)
+    if "weight_decay" in hyperparameters and "weight_decay" not in params:
+        params["weight_decay"] = config.weight_decay
     return registry.create(config.method, problem.n_tasks, **params)
+
+
+def _representation_size(problem: Problem, model: SharedEncoderModel) -> int:
+    """Dimension 1 of the encoder's output on one validation sample (eval mode, no grad)."""
+    batch = next(problem.batches("val", 1))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        size = model.encoder(batch.to(device).inputs).shape[1]
+    model.train(was_training)
+    return int(size)
 
 
 def _make_optimizer(
