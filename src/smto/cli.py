@@ -140,6 +140,13 @@ def _cmd_bench_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_epoch(args: argparse.Namespace) -> int:
+    from smto.bench.epoch import epoch_benchmark
+
+    print(epoch_benchmark(args.data_dir, args.repeats).format())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from smto.demo import DEFAULT_METHODS, main
 
@@ -281,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     step.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     step.set_defaults(func=_cmd_bench_step)
+    epoch = bench_sub.add_parser(
+        "epoch",
+        help="Multi-MNIST build time, and one Unit. Scal. epoch: engine vs a bare loop",
+    )
+    epoch.add_argument("--data-dir", help=DATA_HELP)
+    epoch.add_argument("--repeats", type=int, default=3, help="epochs of each loop (medians)")
+    epoch.set_defaults(func=_cmd_bench_epoch)
     return parser
 
 

@@ -137,7 +137,11 @@ class _Run:
                 except Diverged as error:
                     self._finish("diverged", str(error), diverged_epoch=epoch)
                     break
-                entry = self._evaluate_epoch(epoch, sums, time.perf_counter() - started)
+                train_seconds = time.perf_counter() - started
+                entry = self._evaluate_epoch(epoch, sums)
+                entry["train_seconds"] = train_seconds
+                entry["seconds"] = time.perf_counter() - started
+                self.record.seconds += entry["seconds"]
                 self.record.history.append(entry)
                 self._step_scheduler(entry)
                 self.record.solver_failures = int(getattr(self.method, "solver_failures", 0))
@@ -220,7 +224,7 @@ class _Run:
         losses = (loss_sum / max(count, 1)).tolist()
         return meter.compute(), dict(zip(self.problem.tasks, losses))
 
-    def _evaluate_epoch(self, epoch: int, sums: _EpochSums, seconds: float) -> dict[str, Any]:
+    def _evaluate_epoch(self, epoch: int, sums: _EpochSums) -> dict[str, Any]:
         tasks = self.problem.tasks
         steps = max(sums.steps, 1)
         val, val_loss = self._evaluate("val")
@@ -233,7 +237,6 @@ class _Run:
             "val_loss": val_loss,
             "score": score,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
             "test": None,
         }
         best = self.record.best_score
@@ -243,7 +246,6 @@ class _Run:
             self.record.best_epoch, self.record.best_score = epoch, score
             self.record.best_val, self.record.best_test = val, test
             _atomic_torch_save(self.model.state_dict(), self.directory / BEST_MODEL)
-        self.record.seconds += seconds
         return entry
 
     def _score(self, val: dict[str, dict[str, float]], val_loss: dict[str, float]) -> float:

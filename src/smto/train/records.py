@@ -27,8 +27,9 @@ class RunRecord:
 
     ``history`` has one entry per finished epoch: ``epoch``, ``train_loss`` and ``weights``
     (per task, epoch means), ``val`` and ``val_loss`` (per task), ``test`` (per task, only
-    for epochs that improved the selection score), ``score`` (the selection score), ``lr``
-    and ``seconds`` (the epoch's wall time).
+    for epochs that improved the selection score), ``score`` (the selection score), ``lr``,
+    ``train_seconds`` (the training part's wall time) and ``seconds`` (the whole epoch's,
+    with evaluation and checkpointing).
     """
 
     run_id: str
