@@ -30,3 +30,35 @@ def test_benchmark_rows_and_ratios():
     assert unit_row.split("|")[5].strip() == "1.00"
     floors = [float(line.split("|")[6]) for line in table if "| Jacobian floor (" in line]
     assert min(floors) == 1.0
+
+
+def test_train_command_runs_and_resumes(tmp_path, capsys):
+    argv = [
+        "train", "--problem", "toy_regression", "--tasks", "T1_T2", "--method", "cagrad",
+        "--param", "alpha=0.2", "--epochs", "2", "--batch-size", "64", "--out", str(tmp_path),
+        "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| CAGrad | completed |" in out
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert run.name.startswith("toy_regression-T1_T2-cagrad-seed0-")
+    assert (run / "record.json").exists() and (run / "checkpoint.pt").exists()
+    assert main(argv) == 0  # a finished run is returned, not retrained
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+
+
+def test_train_command_rejects_bad_input(tmp_path, capsys):
+    base = ["train", "--problem", "toy_regression", "--tasks", "T1_T2", "--out", str(tmp_path)]
+    assert main([*base, "--method", "cagrad", "--param", "alpah=0.2"]) == 2
+    assert "unknown hyperparameter(s) ['alpah']" in capsys.readouterr().err
+    assert main([*base, "--param", "oops"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert main(["train", "--problem", "cityscape"]) == 2
+    assert "unknown problem 'cityscape'" in capsys.readouterr().err
+
+
+def test_problems_lists_tasks_and_options(capsys):
+    assert main(["problems"]) == 0
+    out = capsys.readouterr().out
+    assert "multi_mnist" in out and "CL, CR, RL, RR" in out and "right_indices='seed'" in out
