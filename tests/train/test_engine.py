@@ -185,3 +185,15 @@ def test_config_round_trip_and_stable_id():
     assert RunConfig(**TOY, seed=1).run_id() != RunConfig(**TOY).run_id()
     with pytest.raises(ValueError, match="unknown run configuration key"):
         RunConfig.from_dict({**config.to_dict(), "learning_rate": 1})
+
+
+def test_single_task_runs_keep_the_best_epoch_of_each_metric(tmp_path):
+    config = RunConfig(**{**TOY, "tasks": "T2"}, method="unit_scal", epochs=4, scheduler="none")
+    record = train(config, tmp_path)
+    values = [e["val"]["T2"]["mse"] for e in record.history]
+    best = min(range(4), key=values.__getitem__)
+    assert record.best_by_metric["T2/mse"]["epoch"] == best
+    assert record.best_by_metric["T2/mse"]["val"] == values[best]
+    assert record.best_by_metric["T2/mse"]["test"] == record.history[best]["test"]["T2"]["mse"]
+    multi = train(RunConfig(**TOY, method="unit_scal", epochs=2), tmp_path)
+    assert multi.best_by_metric == {}

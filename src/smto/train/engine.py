@@ -240,13 +240,37 @@ class _Run:
             "test": None,
         }
         best = self.record.best_score
-        if best is None or (math.isfinite(score) and score > best):
-            test, _ = self._evaluate("test")
-            entry["test"] = test
+        improved = best is None or (math.isfinite(score) and score > best)
+        metric_improved = self._improved_metrics(val) if self.problem.n_tasks == 1 else []
+        if improved or metric_improved:
+            entry["test"], _ = self._evaluate("test")
+        if improved:
             self.record.best_epoch, self.record.best_score = epoch, score
-            self.record.best_val, self.record.best_test = val, test
+            self.record.best_val, self.record.best_test = val, entry["test"]
             _atomic_torch_save(self.model.state_dict(), self.directory / BEST_MODEL)
+        for task, name in metric_improved:
+            self.record.best_by_metric[f"{task}/{name}"] = {
+                "epoch": epoch,
+                "val": val[task][name],
+                "test": entry["test"][task][name],
+            }
         return entry
+
+    def _improved_metrics(self, val: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
+        """The (task, metric) pairs whose validation value beats their best so far: a
+        single-task run keeps the best epoch of each metric separately (PROTOCOL.md)."""
+        improved = []
+        for task, metrics in self.problem.metrics().items():
+            for metric in metrics:
+                value = val[task][metric.name]
+                best = self.record.best_by_metric.get(f"{task}/{metric.name}")
+                if not math.isfinite(value):
+                    continue
+                if best is None or (
+                    value > best["val"] if metric.higher_is_better else value < best["val"]
+                ):
+                    improved.append((task, metric.name))
+        return improved
 
     def _score(self, val: dict[str, dict[str, float]], val_loss: dict[str, float]) -> float:
         """Higher is better: validation Delta_m, or minus the mean validation loss."""

@@ -43,6 +43,9 @@ class RunRecord:
     best_score: float | None = None
     best_val: dict[str, dict[str, float]] | None = None
     best_test: dict[str, dict[str, float]] | None = None
+    best_by_metric: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Single-task runs: for each "task/metric", the epoch of its best validation value, that
+    value and the test value at that epoch (PROTOCOL.md: single-task best epochs per metric)."""
     diverged_epoch: int | None = None
     solver_failures: int = 0
     seconds: float = 0.0
