@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from smto import registry
+from smto.evaluation.cli import add_commands as evaluation_commands
+from smto.sweep.cli import add_commands as sweep_commands
 
 DATA_HELP = (
     "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
@@ -295,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     epoch.add_argument("--data-dir", help=DATA_HELP)
     epoch.add_argument("--repeats", type=int, default=3, help="epochs of each loop (medians)")
     epoch.set_defaults(func=_cmd_bench_epoch)
+
+    evaluation_commands(sub)
+    sweep_commands(sub)
     return parser
 
 

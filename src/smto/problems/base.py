@@ -95,9 +95,14 @@ class Problem(ABC):
     def losses(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
         """The (K,) per-task training losses of one batch, in task order."""
 
+    @classmethod
     @abstractmethod
+    def task_metrics(cls, task: str) -> tuple[Metric, ...]:
+        """The evaluation metrics of ``task`` (known without loading any data)."""
+
     def metrics(self) -> dict[str, tuple[Metric, ...]]:
         """The evaluation metrics of each selected task."""
+        return {t: self.task_metrics(t) for t in self.tasks}
 
     @abstractmethod
     def new_meter(self) -> Meter:

@@ -97,8 +97,9 @@ class MultiMNIST(Problem):
     def losses(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
         return torch.stack([_loss(t, outputs[t], targets[t]) for t in self.tasks])
 
-    def metrics(self) -> dict[str, tuple[Metric, ...]]:
-        return {t: (ACCURACY,) if t in CLASSIFICATION else (MSE,) for t in self.tasks}
+    @classmethod
+    def task_metrics(cls, task: str) -> tuple[Metric, ...]:
+        return (ACCURACY,) if task in CLASSIFICATION else (MSE,)
 
     def loss_types(self) -> tuple[str, ...]:
         return tuple("classification" if t in CLASSIFICATION else "mse" for t in self.tasks)

@@ -74,8 +74,9 @@ class ToyRegression(Problem):
     def losses(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
         return torch.stack([((outputs[t] - targets[t]) ** 2).mean() for t in self.tasks])
 
-    def metrics(self) -> dict[str, tuple[Metric, ...]]:
-        return {t: (MSE,) for t in self.tasks}
+    @classmethod
+    def task_metrics(cls, task: str) -> tuple[Metric, ...]:
+        return (MSE,)
 
     def loss_types(self) -> tuple[str, ...]:
         return ("mse",) * self.n_tasks
