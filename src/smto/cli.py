@@ -64,6 +64,8 @@ def _config_from_args(args: argparse.Namespace, method: str):
     reference = None
     if args.reference:
         reference = json.loads(Path(args.reference).read_text())
+        if isinstance(reference, dict) and "val" in reference:  # a saved Reference
+            reference = reference["val"]
     return RunConfig(
         problem=args.problem,
         tasks=args.tasks,
@@ -222,8 +224,9 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
     add(
         "--reference",
         metavar="JSON",
-        help="single-task validation metrics {task: {metric: value}}: select the best epoch by "
-        "validation Delta_m (else by the mean validation loss)",
+        help="the single-task reference (reference.json written by `smto report`, or plain "
+        "{task: {metric: value}} validation metrics): select the best epoch by validation "
+        "Delta_m (else by the mean validation loss)",
     )
     add("--quiet", action="store_true", help="no progress bar")
 

@@ -3,7 +3,154 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _reference(args: argparse.Namespace):
+    from smto.evaluation.reference import Reference
+
+    return Reference.load(args.reference) if args.reference else None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from smto.evaluation.report import FORMATS, write_report
+
+    out = args.out or Path(args.runs_dir) / f"report-{args.problem}-{args.tasks}"
+    report = write_report(
+        args.runs_dir,
+        args.problem,
+        args.tasks,
+        out,
+        methods=args.methods,
+        exclude=args.exclude or (),
+        reference=_reference(args),
+        fmt=args.format,
+        baseline=args.baseline,
+        beta=args.beta,
+        pairwise=args.pairwise,
+        figures=not args.no_figures,
+    )
+    for table in report.tables:
+        print(f"{table.caption}\n\n{table.markdown()}")
+    failed = {r.name: r.failed_runs for r in report.results if r.failed_runs}
+    if failed:
+        print(f"failed runs of the chosen configurations, left out: {failed}")
+    print(
+        f"wrote {len(report.tables)} tables ({FORMATS[args.format]}, .csv), "
+        f"{sum(p.suffix == '.png' for p in report.files)} figures (.png, .pdf) and the "
+        f"reference to {out}"
+    )
+    return 0
+
+
+def _cmd_fixed_weights(args: argparse.Namespace) -> int:
+    from smto.evaluation.fixed_weights import (
+        chosen_runs,
+        extract_fixed_weights,
+        fixed_weights_config,
+    )
+    from smto.evaluation.report import auto_reference, load_records, problem_options_of
+    from smto.problems import parse_tasks
+
+    tasks = "_".join(parse_tasks(args.tasks))
+    records = load_records(args.runs_dir)
+    reference, why = _reference(args), ""
+    if reference is None:
+        try:
+            options = problem_options_of(records, args.problem, tasks)
+            reference = auto_reference(records, args.problem, tasks, options)
+        except ValueError as error:  # only needed where the method has several configurations
+            why = str(error)
+    try:
+        runs = chosen_runs(records, args.problem, tasks, args.method, reference)
+    except ValueError as error:
+        raise ValueError(f"{error}{f' ({why})' if why else ''}") from None
+    weights = extract_fixed_weights(runs, beta=args.beta, epochs=args.epochs)
+    print(json.dumps(weights.weights, indent=1))
+    print(f"from {len(runs)} run(s) of {weights.method}: {', '.join(weights.sources)}")
+    print(f"train with: smto train --method fixed --param 'weights={weights.as_list()}' ...")
+    if args.save:
+        weights.save(args.save)
+        print(f"saved to {args.save}")
+    if args.train:
+        from smto.train import train
+
+        for run in runs:
+            config = fixed_weights_config(run.config, weights)
+            record = train(config, args.runs_dir, data_dir=args.data_dir, progress=not args.quiet)
+            print(f"fixed-weights run {record.run_id}: {record.status}", file=sys.stderr)
+    return 0
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("runs_dir", metavar="RUNS_DIR", help="directory searched for run records (record.json)")
+    add("--problem", default="multi_mnist", help="the problem (default %(default)s)")
+    add("--tasks", required=True, help="the multi-task set, e.g. CL_RR")
+    add(
+        "--reference",
+        metavar="FILE",
+        help="a saved single-task reference (JSON, as `smto report` writes it); default: built "
+        "from the single-task runs in RUNS_DIR with the same problem options",
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Adds the evaluation subcommands to the ``smto`` parser."""
+    report = sub.add_parser(
+        "report",
+        help="tables and figures of the runs of a problem (the main study's evaluation)",
+        description="For each method, choose the configuration of the best mean validation "
+        "Delta_m, and report the test results of all its runs: relative gains, their "
+        "statistics, test metrics with Delta_m and mean rank, Delta_m over seeds with bootstrap "
+        "intervals and t-tests, and the figures. Prints the tables as Markdown.",
+    )
+    _add_selection(report)
+    methods = report.add_mutually_exclusive_group()
+    methods.add_argument("--methods", nargs="+", metavar="M", help="only these, in this order")
+    methods.add_argument("--exclude", nargs="+", metavar="M", help="all methods but these")
+    report.add_argument(
+        "--format",
+        choices=("latex", "markdown"),
+        default="markdown",
+        help="format of the table files (default %(default)s; CSV is always written)",
+    )
+    report.add_argument(
+        "--out", help="output directory (default RUNS_DIR/report-<problem>-<tasks>)"
+    )
+    report.add_argument(
+        "--baseline", default="unit_scal", help="method the tests compare with (%(default)s)"
+    )
+    report.add_argument(
+        "--beta", type=float, default=0.9, help="EMA of the weights figures (%(default)s)"
+    )
+    report.add_argument(
+        "--pairwise", action="store_true", help="also a table of t-tests between all methods"
+    )
+    report.add_argument("--no-figures", action="store_true", help="tables only")
+    report.set_defaults(func=_cmd_report)
+
+    fixed = sub.add_parser(
+        "fixed-weights",
+        help="extract fixed task weights (FwLe) from a method's recorded weights",
+        description="The chosen configuration's per-epoch mean weights, normalized per epoch, "
+        "EMA with BETA (m_0 = w_0, m_t = beta m_(t-1) + (1-beta) w_t), last value renormalized, "
+        "averaged over its runs. --train then trains the fixed-weights method with them, with "
+        "the same hyperparameters and seeds, into RUNS_DIR.",
+    )
+    _add_selection(fixed)
+    fixed.add_argument("--method", required=True, help="the method whose weights to extract")
+    fixed.add_argument("--beta", type=float, default=0.9, help="EMA factor (%(default)s)")
+    fixed.add_argument(
+        "--epochs",
+        choices=("all", "best"),
+        default="all",
+        help="all epochs (the study) or those up to each run's best epoch (%(default)s)",
+    )
+    fixed.add_argument("--save", metavar="FILE", help="write the weights as JSON")
+    fixed.add_argument("--train", action="store_true", help="train fixed-weights runs with them")
+    fixed.add_argument("--data-dir", help="dataset directory for --train (default SMTO_DATA)")
+    fixed.add_argument("--quiet", action="store_true", help="no progress bar when training")
+    fixed.set_defaults(func=_cmd_fixed_weights)

@@ -1,0 +1,195 @@
+"""Configuration selection: which grid configuration of a method (or of a single-task
+baseline) is reported, chosen on validation results (PROTOCOL.md "Configuration choice").
+
+Runs of one configuration differ only in their seed. A configuration is scored by the mean
+over its runs; a run without a usable result (no best epoch, e.g. diverged at epoch 0, or a
+failed run) counts as the worst possible value, so a configuration with such a run is never
+chosen unless every configuration has one (then the first in key order is chosen). Runs still
+running or interrupted are not results yet and are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from smto import registry
+from smto.evaluation.delta_m import delta_m
+from smto.problems import parse_tasks, problem_class
+from smto.problems.base import Metric
+from smto.train.records import RunRecord
+
+if TYPE_CHECKING:
+    from smto.evaluation.reference import Reference
+
+UNFINISHED = ("running", "interrupted")
+"""Statuses of runs that are not results (yet); selection skips them."""
+NOT_IDENTITY = ("seed", "reference", "device")
+"""Configuration fields that do not make a different configuration: the seed (runs of one
+configuration), the single-task reference (it only picks the best epoch) and the device."""
+
+
+def configuration_key(config: Mapping[str, Any]) -> str:
+    """A stable short id of a run configuration without its seed, reference and device.
+
+    Missing fields take RunConfig's defaults and the method's hyperparameters take the
+    registry's defaults, so records that spell a default out and records that leave it
+    implicit are the same configuration. Reads ``method-<10 hex digits>``.
+    """
+    from smto.train.config import RunConfig
+
+    defaults = {
+        f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(RunConfig)
+    }
+    full = {**defaults, **config}
+    spec = registry.spec(full["method"])
+    params = {name: hp.default for name, hp in spec.hyperparameters.items()}
+    params.update(full.get("method_params") or {})
+    full["method"] = spec.name
+    full["method_params"] = params
+    full["tasks"] = "_".join(parse_tasks(full["tasks"]))
+    identity = {k: v for k, v in full.items() if k not in NOT_IDENTITY}
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return f"{spec.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+def group_runs(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
+    """Records grouped by :func:`configuration_key`, keys and runs in the order given."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(configuration_key(record.config), []).append(record)
+    return groups
+
+
+def finished(records: Iterable[RunRecord]) -> list[RunRecord]:
+    """The records that are results: completed, diverged or failed (not running/interrupted)."""
+    return [r for r in records if r.status not in UNFINISHED]
+
+
+def record_tasks(record: RunRecord) -> list[str]:
+    return parse_tasks(record.config["tasks"])
+
+
+def task_metrics(problem: str, tasks: Iterable[str]) -> dict[str, tuple[Metric, ...]]:
+    """The metrics (with directions) of ``tasks`` of ``problem``, without loading data."""
+    cls = problem_class(problem)
+    return {task: cls.task_metrics(task) for task in tasks}
+
+
+def run_values(record: RunRecord, split: str) -> dict[str, dict[str, float]] | None:
+    """The run's metrics at its best epoch on ``split`` ("val" or "test"); None without one."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    return record.best_val if split == "val" else record.best_test
+
+
+def run_delta_m(record: RunRecord, reference: Reference, split: str) -> float:
+    """Delta_m (%) of the run's best epoch on ``split`` against the reference's values of
+    that split; nan where the run has no best epoch (or no value of one of its metrics)."""
+    values = run_values(record, split)
+    metrics = task_metrics(record.config["problem"], record_tasks(record))
+    ref = reference.val if split == "val" else reference.test
+    missing = [t for t in metrics if t not in ref]
+    if missing:
+        raise ValueError(
+            f"the single-task reference of {reference.problem!r} has no task(s) {missing}; "
+            f"it has {sorted(ref)}: build it from single-task runs of every task"
+        )
+    if values is None or any(
+        m.name not in values.get(t, {}) for t, ms in metrics.items() for m in ms
+    ):
+        return math.nan
+    return delta_m(values, ref, metrics)
+
+
+def selection_value(record: RunRecord, value: float) -> float:
+    """A run's value as selection counts it: nan (the worst) for a failed run."""
+    return math.nan if record.status == "failed" else value
+
+
+def ranking_score(values: Sequence[float], higher_is_better: bool = True) -> float:
+    """The mean of ``values`` signed so that higher is better; -inf if any value is nan."""
+    if not values or any(not math.isfinite(v) for v in values):
+        return -math.inf
+    mean = sum(values) / len(values)
+    return mean if higher_is_better else -mean
+
+
+def best_key(scores: Mapping[str, float]) -> str:
+    """The key of the highest score; ties and all -inf go to the first key in sorted order."""
+    return max(sorted(scores), key=lambda k: scores[k])
+
+
+def metric_value(record: RunRecord, task: str, metric: str, split: str) -> float:
+    """A single-task run's value of ``task/metric`` at that metric's own best epoch."""
+    entry = record.best_by_metric.get(f"{task}/{metric}")
+    if entry is None or entry.get(split) is None:
+        return math.nan
+    return float(entry[split])
+
+
+def select_configurations(
+    records: Sequence[RunRecord], reference: Reference | None = None
+) -> list[str]:
+    """The configuration keys that stage 2 (more seeds, the tables) continues with.
+
+    Multi-task runs (of one method; ``reference`` required): the key of the best mean
+    validation Delta_m. Single-task runs (``reference`` None): for each task and metric, the
+    key of the best mean validation value at that metric's best epoch, deduplicated, in task
+    then metric order. Runs without a result count as worst (module docstring).
+    """
+    records = finished(records)
+    if not records:
+        raise ValueError("no finished runs to select a configuration from")
+    single = [len(record_tasks(r)) == 1 for r in records]
+    if any(single) and not all(single):
+        raise ValueError("select single-task and multi-task runs separately")
+    groups = group_runs(records)
+    if not all(single):
+        if reference is None:
+            raise ValueError(
+                "multi-task runs are selected by validation Delta_m: give the single-task "
+                "reference (smto.evaluation.single_task_reference)"
+            )
+        scores = {
+            key: ranking_score([selection_value(r, run_delta_m(r, reference, "val")) for r in runs])
+            for key, runs in groups.items()
+        }
+        return [best_key(scores)]
+    chosen: list[str] = []
+    for task, metric in single_task_metrics(records):
+        key = best_metric_configuration(groups, task, metric)
+        if key not in chosen:
+            chosen.append(key)
+    return chosen
+
+
+def single_task_metrics(records: Sequence[RunRecord]) -> list[tuple[str, Metric]]:
+    """(task, metric) pairs of single-task runs: tasks in order of appearance."""
+    problems = {r.config["problem"] for r in records}
+    if len(problems) != 1:
+        raise ValueError(f"runs of one problem expected, got {sorted(problems)}")
+    tasks = list(dict.fromkeys(record_tasks(r)[0] for r in records))
+    metrics = task_metrics(problems.pop(), tasks)
+    return [(task, metric) for task in tasks for metric in metrics[task]]
+
+
+def best_metric_configuration(
+    groups: Mapping[str, Sequence[RunRecord]], task: str, metric: Metric
+) -> str:
+    """Among single-task configurations of ``task``, the key of the best mean validation
+    value of ``metric``."""
+    scores = {
+        key: ranking_score(
+            [selection_value(r, metric_value(r, task, metric.name, "val")) for r in runs],
+            metric.higher_is_better,
+        )
+        for key, runs in groups.items()
+        if record_tasks(runs[0]) == [task]
+    }
+    return best_key(scores)
