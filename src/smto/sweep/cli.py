@@ -1,9 +1,189 @@
-"""The sweep commands (``smto sweep run|work|status``)."""
+"""The sweep commands (``smto sweep run|work|status|check``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+
+DATA_HELP = "directory holding the datasets (default: the SMTO_DATA environment variable)"
+STORAGE_HELP = (
+    "Optuna RDB storage URL, e.g. postgresql://user@host/db for many workers (default: the "
+    "SQLite file sweeps.db in the sweep's run root)"
+)
+
+
+def _settings(args: argparse.Namespace):
+    from smto.sweep.driver import WorkerSettings
+
+    return WorkerSettings(
+        heartbeat=args.heartbeat, grace=args.grace, poll=args.poll, data_dir=args.data_dir
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from smto.sweep.budget import format_budget, sweep_budget
+    from smto.sweep.driver import run_sweep
+
+    study = run_sweep(
+        args.file, args.storage, args.root, _settings(args), progress=not args.no_progress
+    )
+    print(format_budget(sweep_budget(study)))
+    return 0
+
+
+def _cmd_work(args: argparse.Namespace) -> int:
+    from smto.sweep.driver import work
+
+    ran = work(args.storage, args.sweep or (), _settings(args), args.idle_timeout)
+    print(f"worker done: ran {ran} trial(s)")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from smto.sweep.budget import format_budget, sweep_budget
+    from smto.sweep.driver import sweep_names
+    from smto.sweep.spec import load_sweep
+    from smto.sweep.storage import default_storage_url, open_storage
+    from smto.sweep.study import SweepStudy
+
+    names = list(args.sweep or [])
+    url = args.storage
+    if args.file:
+        sweep = load_sweep(args.file, args.root)
+        names = names or [
+            *(load_sweep(p, args.root).name for p in sweep.reference_sweeps),
+            sweep.name,
+        ]
+        url = url or default_storage_url(sweep.root)
+    if url is None:
+        raise ValueError("give a sweep FILE or --storage URL")
+    storage = open_storage(url)
+    available = sweep_names(storage)
+    for name in names or available:
+        if name not in available:
+            print(f"sweep {name}: not started in this storage\n")
+            continue
+        print(format_budget(sweep_budget(SweepStudy(storage, name))) + "\n")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from smto.sweep.spec import SweepError, load_sweep
+
+    status = 0
+    for path in args.files:
+        try:
+            sweep = load_sweep(path, args.root)
+        except (SweepError, FileNotFoundError) as error:
+            print(error, file=sys.stderr)
+            status = 2
+            continue
+        n = sweep.n_configurations
+        print(
+            f"{path}: ok, sweep {sweep.name}: {n} configurations x {sweep.runs} seeds = "
+            f"{n * sweep.runs} runs, then {sweep.extra} more seed(s) of each chosen configuration"
+        )
+    return status
+
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Missing optional packages and unknown sweeps are one-line errors, not tracebacks; Ctrl-C
+    leaves the sweep resumable (the interrupted trial goes back to the queue)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (ImportError, KeyError, RuntimeError) as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            print(f"smto: error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("smto: interrupted; run the same command again to resume", file=sys.stderr)
+            return 130
+
+    return run
+
+
+def _worker_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--data-dir", help=DATA_HELP)
+    add(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="S",
+        help="seconds between a running trial's heartbeats (default %(default)s)",
+    )
+    add(
+        "--grace",
+        type=int,
+        metavar="S",
+        help="a running trial without a heartbeat for S seconds is taken for dead and run "
+        "again (default: twice the heartbeat)",
+    )
+    add(
+        "--poll",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between looks at an empty queue (default %(default)s)",
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Adds the sweep subcommands to the ``smto`` parser."""
+    sweep = sub.add_parser(
+        "sweep",
+        help="hyperparameter sweeps: the study's grids, resumable, on one machine or many",
+        description="Sweeps are TOML files (see sweeps/). Each configuration x seed is one "
+        "Optuna trial that one worker runs; stage 2 gives each method's best configuration "
+        "extra seeds.",
+    )
+    commands = sweep.add_subparsers(dest="sweep_command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run a sweep to the end: its reference sweeps, stage 1, stage 2",
+        description="Plans the sweep (once; a re-run skips what is done), works on it until "
+        "both stages are finished, and prints the budget. Other machines can join with "
+        "`smto sweep work --storage URL`.",
+    )
+    run.add_argument("file", metavar="FILE", help="the sweep file (TOML)")
+    run.add_argument("--storage", help=STORAGE_HELP)
+    run.add_argument("--root", help="run root directory (overrides the file's root)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _worker_options(run)
+    run.set_defaults(func=_guarded(_cmd_run))
+
+    work = commands.add_parser(
+        "work",
+        help="work on the sweeps of a shared storage (one worker per GPU or node)",
+        description="Claims waiting trials of the named sweeps (default: all sweeps in the "
+        "storage) and runs them, until they are finished. Start as many as you like.",
+    )
+    work.add_argument("--storage", required=True, help="Optuna RDB storage URL")
+    work.add_argument("--sweep", action="append", metavar="NAME", help="a sweep name, repeatable")
+    work.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="stop after S seconds without a trial to claim (default: wait until finished)",
+    )
+    _worker_options(work)
+    work.set_defaults(func=_guarded(_cmd_work))
+
+    status = commands.add_parser(
+        "status",
+        help="progress and budget per method: runs by status, time spent, time per epoch, ETA",
+    )
+    status.add_argument("file", nargs="?", metavar="FILE", help="a sweep file")
+    status.add_argument("--storage", help=STORAGE_HELP)
+    status.add_argument("--sweep", action="append", metavar="NAME", help="a sweep name")
+    status.add_argument("--root", help="run root directory (overrides the file's root)")
+    status.set_defaults(func=_guarded(_cmd_status))
+
+    check = commands.add_parser("check", help="validate sweep files without running anything")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--root", help="run root directory (overrides the file's root)")
+    check.set_defaults(func=_guarded(_cmd_check))

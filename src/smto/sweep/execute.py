@@ -1,0 +1,149 @@
+"""Running one claimed trial: one training run of the engine, its outcome on the trial.
+
+The trial's value is the run's best validation score (validation Delta_m against the
+single-task reference, else minus the mean validation loss; -inf for a run that diverged
+before its first epoch); its user attributes say the run's status (completed or diverged:
+both are results), time and epochs, and its directory. A run that raises is a FAIL trial
+with the reason; planning retries it up to the sweep's ``retries`` (the run resumes from its
+checkpoint), since many failures are transient (a lost node, memory taken by another job)
+and a deterministic one just fails again, recorded. Ctrl-C puts the trial back in the queue
+without using a retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from smto.problems import Problem, create_problem, problem_options
+from smto.sweep.storage import require_optuna
+from smto.train import RunConfig, RunRecord, run_dir, train
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+    from optuna.trial import FrozenTrial
+
+log = logging.getLogger(__name__)
+
+
+class TrialLost(Exception):
+    """The trial stopped being RUNNING under this worker (it was taken for dead)."""
+
+
+class Heartbeat:
+    """Records a trial's heartbeat every ``interval`` seconds from a thread while it runs."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int, interval: int) -> None:
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as error:  # a transient storage error must not end the run
+                log.warning("heartbeat of trial %d failed: %s", self.trial_id, error)
+
+
+class ProblemCache:
+    """Keeps the last problem built, so a worker's consecutive runs of one problem load its
+    data once."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None) -> None:
+        self.data_dir = data_dir
+        self.key: str | None = None
+        self.problem: Problem | None = None
+
+    def get(self, config: RunConfig) -> Problem:
+        key = json.dumps([config.problem, config.tasks, config.problem_options], sort_keys=True)
+        if key != self.key or self.problem is None:
+            options = dict(config.problem_options)
+            if "data_dir" in problem_options(config.problem):
+                options["data_dir"] = self.data_dir
+            self.problem = create_problem(config.problem, config.tasks, **options)
+            self.key = key
+        return self.problem
+
+
+def execute(
+    storage: RDBStorage,
+    study_id: int,
+    trial: FrozenTrial,
+    heartbeat_interval: int,
+    problems: ProblemCache,
+) -> str:
+    """Runs the claimed ``trial`` and records its outcome; returns the slot's status
+    (completed, diverged, failed) or "lost" when another worker took the trial over."""
+    optuna = require_optuna()
+    running = optuna.trial.TrialState.RUNNING
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    config = RunConfig.from_dict(trial.user_attrs["config"])
+    if config.run_id() != trial.user_attrs["slot"]:
+        reason = (
+            f"its configuration reads back as run {config.run_id()}, not its slot "
+            f"{trial.user_attrs['slot']} (planned by another smto version?)"
+        )
+        attrs = {"status": "failed", "reason": reason}
+        return _finish(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
+    root = trial.user_attrs["root"]
+
+    def on_epoch_end(record: RunRecord) -> None:
+        progress = {"epochs": len(record.history), "seconds": record.seconds}
+        if storage.get_trial(trial_id).state != running:
+            raise TrialLost(f"trial {trial.number} is no longer running under this worker")
+        storage.set_trial_user_attr(trial_id, "progress", progress)
+
+    try:
+        storage.set_trial_user_attr(trial_id, "run_dir", str(run_dir(config, root)))
+        with Heartbeat(storage, trial_id, heartbeat_interval):
+            record = train(config, root, problem=problems.get(config), on_epoch_end=on_epoch_end)
+    except TrialLost:
+        return "lost"
+    except KeyboardInterrupt:
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.WAITING)
+        raise
+    except Exception as error:
+        attrs = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+        return _finish(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
+    value = record.best_score
+    value = value if value is not None and math.isfinite(value) else -math.inf
+    return _finish(storage, trial_id, optuna.trial.TrialState.COMPLETE, _summary(record), value)
+
+
+def _summary(record: RunRecord) -> dict[str, Any]:
+    return {
+        "status": record.status,
+        "reason": record.reason,
+        "best_epoch": record.best_epoch,
+        "progress": {"epochs": len(record.history), "seconds": record.seconds},
+    }
+
+
+def _finish(
+    storage: RDBStorage, trial_id: int, state: Any, attrs: dict[str, Any], value: float | None
+) -> str:
+    """Writes the attributes, then the final state (a finished trial's attributes are
+    frozen); "lost" when the trial was failed as stale meanwhile."""
+    optuna = require_optuna()
+    try:
+        for key, item in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, item)
+        storage.set_trial_state_values(trial_id, state, None if value is None else [value])
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return "lost"
+    return str(attrs["status"])

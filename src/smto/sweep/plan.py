@@ -1,0 +1,148 @@
+"""A sweep's plan: its configurations (grid points) and slots (configuration x seed).
+
+A slot is one run to do. Its key is the run's id (``RunConfig.run_id()``: the configuration
+and the seed), so a slot's run directory is ``root/key`` and running a slot again resumes or
+returns the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from smto.evaluation.selection import configuration_key
+from smto.sweep.spec import Sweep, grid_points
+from smto.train.config import RunConfig
+
+Values = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One grid point of one method: ``settings`` are the swept values (shared ones by field
+    name, the method's own as ``method.name``), ``config`` the run at the first seed."""
+
+    tasks: str
+    method: str
+    settings: dict[str, Any]
+    config: RunConfig
+
+    @property
+    def key(self) -> str:
+        """The configuration's key (smto.evaluation.selection.configuration_key)."""
+        return configuration_key(self.config.to_dict())
+
+    def with_seed(self, seed: int) -> RunConfig:
+        return dataclasses.replace(self.config, seed=seed)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One planned run: a configuration at one seed, in stage 1 (the grid) or 2 (extra seeds
+    of the chosen configuration)."""
+
+    key: str
+    stage: int
+    method: str
+    configuration: str
+    seed: int
+    settings: dict[str, Any]
+    config: dict[str, Any]
+
+    def attrs(self, root: str) -> dict[str, Any]:
+        """The user attributes of the slot's trials (everything a worker needs)."""
+        return {
+            "slot": self.key,
+            "stage": self.stage,
+            "method": self.method,
+            "configuration": self.configuration,
+            "seed": self.seed,
+            "settings": self.settings,
+            "config": self.config,
+            "root": root,
+        }
+
+
+def _points(sweep: Sweep) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(tasks, method, shared grid point, method grid point), in the file's order."""
+    for tasks in sweep.tasks:
+        for method in sweep.methods:
+            for shared in grid_points(sweep.grid):
+                for own in grid_points(sweep.method_grids.get(method, {})):
+                    yield tasks, method, shared, own
+
+
+def _run_config(
+    sweep: Sweep,
+    tasks: str,
+    method: str,
+    shared: dict[str, Any],
+    own: dict[str, Any],
+    reference: Values | None,
+) -> RunConfig:
+    params = {**sweep.method_params.get(method, {}), **own}
+    return RunConfig(
+        problem=sweep.problem,
+        tasks=tasks,
+        method=method,
+        method_params=params,
+        seed=sweep.first_seed,
+        reference=reference,
+        **sweep.fixed,
+        **shared,
+    )
+
+
+def _settings(method: str, shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    return {**shared, **{f"{method}.{k}": v for k, v in own.items()}}
+
+
+def configurations(sweep: Sweep, reference: Values | None = None) -> list[Configuration]:
+    """Every configuration of the sweep; multi-task runs pick their best epoch against the
+    single-task validation ``reference`` (RunConfig.reference)."""
+    ref = None if sweep.single_task else reference
+    return [
+        Configuration(
+            tasks,
+            method,
+            _settings(method, shared, own),
+            _run_config(sweep, tasks, method, shared, own, ref),
+        )
+        for tasks, method, shared, own in _points(sweep)
+    ]
+
+
+def invalid_configurations(sweep: Sweep) -> list[str]:
+    """One message per configuration whose RunConfig cannot be built."""
+    messages = []
+    for tasks, method, shared, own in _points(sweep):
+        try:
+            _run_config(sweep, tasks, method, shared, own, None)
+        except (ValueError, TypeError) as error:
+            where = {"tasks": tasks, "method": method, **_settings(method, shared, own)}
+            messages.append(f"configuration {where}: {error}")
+    return messages
+
+
+def slots(configs: Iterable[Configuration], seeds: Iterable[int], stage: int) -> list[Slot]:
+    """The slots of ``configs`` at each of ``seeds``."""
+    result = []
+    seeds = list(seeds)
+    for configuration in configs:
+        key = configuration.key
+        for seed in seeds:
+            config = configuration.with_seed(seed)
+            result.append(
+                Slot(
+                    key=config.run_id(),
+                    stage=stage,
+                    method=configuration.method,
+                    configuration=key,
+                    seed=seed,
+                    settings=configuration.settings,
+                    config=config.to_dict(),
+                )
+            )
+    return result

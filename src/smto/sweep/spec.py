@@ -1,0 +1,556 @@
+"""Sweep definitions: the grid a study tunes over, as a TOML file validated before anything runs.
+
+A sweep file names the problem and tasks, the methods, the fixed run settings, the grid of
+shared hyperparameters (any RunConfig field: lr x dropout, lr x weight decay), each method's
+own grid and fixed hyperparameters, the seeds of stage 1 (runs per configuration) and stage 2
+(extra runs of the best configuration), and where single-task references come from:
+
+    problem = "multi_mnist"
+    tasks = "CL_RR"
+    methods = ["unit_scal", "cagrad"]
+    reference_sweeps = ["multi_mnist-CL.toml", "multi_mnist-RR.toml"]
+    [seeds]
+    runs = 5
+    extra = 5
+    [fixed]
+    epochs = 100
+    [grid]
+    lr = [0.001, 0.0025]
+    dropout = [0.0, 0.1]
+    [method_grids.cagrad]
+    alpha = [0.2, 0.5, 0.8]
+
+Paths to other files (``reference``, ``reference_sweeps``) are relative to the sweep file;
+``root`` (where the runs go, default ``runs/sweeps``) is relative to the current directory,
+like ``smto train --out``. Every error names its field, and all errors are reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from smto import registry
+from smto.problems import parse_tasks, problem_class
+from smto.train.config import RunConfig
+
+DEFAULT_ROOT = "runs/sweeps"
+MANAGED = ("problem", "tasks", "method", "method_params", "seed", "reference")
+"""RunConfig fields a sweep sets itself (top-level keys, per-method tables, seeds, reference)."""
+TOP_LEVEL = (
+    "name",
+    "description",
+    "problem",
+    "tasks",
+    "methods",
+    "root",
+    "reference",
+    "reference_sweeps",
+    "retries",
+    "seeds",
+    "fixed",
+    "grid",
+    "method_grids",
+    "method_params",
+)
+SEED_KEYS = ("runs", "extra", "first")
+MAX_LISTED = 8
+
+
+class SweepError(ValueError):
+    """An invalid sweep file; ``errors`` holds one message per problem, each naming its field."""
+
+    def __init__(self, source: str, errors: Sequence[str]) -> None:
+        self.source = source
+        self.errors = list(errors)
+        listing = "\n  - ".join(self.errors)
+        super().__init__(f"invalid sweep {source}:\n  - {listing}")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep. ``tasks`` holds one task set ("CL_RR") or, for a single-task
+    reference sweep, several single tasks (each its own grid). Paths are absolute."""
+
+    name: str
+    problem: str
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    method_grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: int = 1
+    extra: int = 0
+    first_seed: int = 0
+    retries: int = 2
+    """How many times a failed run (an exception, or a worker that died) is tried again."""
+    root: str = ""
+    reference: str | None = None
+    reference_sweeps: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def single_task(self) -> bool:
+        return all(len(parse_tasks(t)) == 1 for t in self.tasks)
+
+    @property
+    def stage1_seeds(self) -> range:
+        return range(self.first_seed, self.first_seed + self.runs)
+
+    @property
+    def stage2_seeds(self) -> range:
+        start = self.first_seed + self.runs
+        return range(start, start + self.extra)
+
+    @property
+    def n_configurations(self) -> int:
+        shared = _count(self.grid)
+        return len(self.tasks) * sum(
+            shared * _count(self.method_grids.get(m, {})) for m in self.methods
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what a study stores, and compares on a re-run)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sweep:
+        data = dict(data)
+        for name in ("tasks", "methods", "reference_sweeps"):
+            data[name] = tuple(data[name])
+        return cls(**data)
+
+
+def load_sweep(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Sweep:
+    """Reads and validates the sweep file at ``path``; ``root`` overrides its run root."""
+    return _load(Path(path), root, ())
+
+
+def _load(path: Path, root: str | os.PathLike[str] | None, stack: tuple[Path, ...]) -> Sweep:
+    path = path.resolve()
+    if path in stack:
+        chain = " -> ".join(p.name for p in (*stack, path))
+        raise SweepError(str(path), [f"reference_sweeps: a cycle of sweeps ({chain})"])
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no sweep file at {path}") from None
+    try:
+        data = _toml_loads(text)
+    except ValueError as error:
+        raise SweepError(str(path), [f"not valid TOML: {error}"]) from None
+    return parse_sweep(data, path, root, (*stack, path))
+
+
+def parse_sweep(
+    data: dict[str, Any],
+    source: Path,
+    root: str | os.PathLike[str] | None = None,
+    stack: tuple[Path, ...] = (),
+) -> Sweep:
+    """Validates the parsed file ``data`` (read from ``source``) into a :class:`Sweep`."""
+    check = _Checker(data, source)
+    sweep = check.sweep(root, stack)
+    if check.errors:
+        raise SweepError(str(source), check.errors)
+    return sweep
+
+
+def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    """Every combination of a grid, the first key varying slowest ({} for an empty grid)."""
+    names = list(grid)
+    for values in product(*(grid[n] for n in names)):
+        yield dict(zip(names, values))
+
+
+def _count(grid: dict[str, list[Any]]) -> int:
+    total = 1
+    for values in grid.values():
+        total *= len(values)
+    return total
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError(
+                "reading sweep files on Python 3.10 needs: pip install tomli"
+            ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(str(error)) from None
+
+
+def _run_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(RunConfig)}
+
+
+class _Checker:
+    """Collects every error of one sweep file (each naming its field) while building it."""
+
+    def __init__(self, data: dict[str, Any], source: Path) -> None:
+        self.data = data
+        self.source = source
+        self.errors: list[str] = []
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+    def sweep(self, root: str | os.PathLike[str] | None, stack: tuple[Path, ...]) -> Sweep:
+        data = self.data
+        unknown = sorted(set(data) - set(TOP_LEVEL))
+        if unknown:
+            self.error(f"unknown key(s) {unknown}; valid keys: {', '.join(TOP_LEVEL)}")
+        name = self.string("name", default=self.source.stem)
+        problem = self.string("problem")
+        known_problem = self.problem(problem)
+        tasks = self.tasks(problem if known_problem else None)
+        methods = self.methods()
+        runs, extra, first = self.seeds()
+        retries = self.integer("retries", data.get("retries", 2), minimum=0)
+        fixed = self.run_fields("fixed")
+        grid = self.grid_table("grid", data.get("grid", {}), self.check_run_field)
+        for key in sorted(set(grid) & set(fixed)):
+            self.error(f"grid.{key}: also set in [fixed]; give it in one place")
+        method_grids = self.method_tables("method_grids", methods, grids=True)
+        method_params = self.method_tables("method_params", methods, grids=False)
+        for method, params in method_params.items():
+            for key in sorted(set(params) & set(method_grids.get(method, {}))):
+                self.error(f"method_params.{method}.{key}: also in [method_grids.{method}]")
+        sweep = Sweep(
+            name=name or self.source.stem,
+            problem=problem or "",
+            tasks=tasks,
+            methods=methods,
+            fixed=fixed,
+            grid=grid,
+            method_grids=method_grids,
+            method_params=method_params,
+            runs=runs,
+            extra=extra,
+            first_seed=first,
+            retries=retries,
+            root=str(Path(root or self.string("root", default=DEFAULT_ROOT) or ".").resolve()),
+            reference=self.path("reference"),
+            reference_sweeps=tuple(self.reference_sweeps()),
+            description=self.description(),
+        )
+        self.references(sweep, root, stack, known_problem)
+        if known_problem and tasks and methods:
+            self.configurations(sweep)
+        return sweep
+
+    # -- scalar fields ------------------------------------------------------------------
+
+    def string(self, key: str, default: str | None = None) -> str | None:
+        value = self.data.get(key, default)
+        if value is None:
+            self.error(f"{key}: missing (a string)")
+        elif not isinstance(value, str) or not value:
+            self.error(f"{key}: must be a non-empty string, got {value!r}")
+            return None
+        return value
+
+    def description(self) -> str:
+        value = self.data.get("description", "")
+        if not isinstance(value, str):
+            self.error(f"description: must be a string, got {value!r}")
+            return ""
+        return value
+
+    def integer(self, key: str, value: Any, minimum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self.error(f"{key}: must be an integer >= {minimum}, got {value!r}")
+            return minimum
+        return value
+
+    def problem(self, problem: str | None) -> bool:
+        if problem is None:
+            return False
+        try:
+            problem_class(problem)
+        except ValueError as error:
+            self.error(f"problem: {error}")
+            return False
+        return True
+
+    def tasks(self, problem: str | None) -> tuple[str, ...]:
+        value = self.data.get("tasks")
+        if isinstance(value, str) and value:
+            entries = ["_".join(parse_tasks(value))]
+        elif isinstance(value, list) and value and all(isinstance(t, str) and t for t in value):
+            entries = list(value)
+            multi = [t for t in entries if len(parse_tasks(t)) != 1]
+            if multi:
+                self.error(
+                    f"tasks: a list is a single-task sweep over each task; {multi} are task "
+                    'sets (write one task set as a string, e.g. tasks = "CL_RR")'
+                )
+            if len(set(entries)) != len(entries):
+                self.error(f"tasks: listed twice in {entries}")
+        else:
+            self.error(
+                f'tasks: must be a task set like "CL_RR" or a list of single tasks, got {value!r}'
+            )
+            return ()
+        if problem is not None:
+            valid = problem_class(problem).all_tasks
+            unknown = sorted({t for e in entries for t in parse_tasks(e)} - set(valid))
+            if unknown:
+                self.error(
+                    f"tasks: unknown task(s) {unknown} for problem {problem!r}; valid "
+                    f"tasks: {', '.join(valid)}"
+                )
+        return tuple(entries)
+
+    def methods(self) -> tuple[str, ...]:
+        value = self.data.get("methods")
+        if not isinstance(value, list) or not value:
+            self.error(f"methods: must be a non-empty list of method names, got {value!r}")
+            return ()
+        names: list[str] = []
+        for i, name in enumerate(value):
+            if not isinstance(name, str):
+                self.error(f"methods[{i}]: must be a method name, got {name!r}")
+                continue
+            try:
+                canonical = registry.spec(name).name
+            except ValueError as error:
+                self.error(f"methods[{i}]: {error}")
+                continue
+            if canonical in names:
+                self.error(f"methods[{i}]: {name!r} is {canonical!r}, already listed")
+            names.append(canonical)
+        return tuple(names)
+
+    def seeds(self) -> tuple[int, int, int]:
+        table = self.data.get("seeds", {})
+        if not isinstance(table, dict):
+            self.error(f"seeds: must be a table (runs, extra, first), got {table!r}")
+            return 1, 0, 0
+        unknown = sorted(set(table) - set(SEED_KEYS))
+        if unknown:
+            self.error(f"seeds: unknown key(s) {unknown}; valid: {', '.join(SEED_KEYS)}")
+        runs = self.integer("seeds.runs", table.get("runs", 1), minimum=1)
+        extra = self.integer("seeds.extra", table.get("extra", 0), minimum=0)
+        first = self.integer("seeds.first", table.get("first", 0), minimum=0)
+        return runs, extra, first
+
+    # -- tables -------------------------------------------------------------------------
+
+    def check_run_field(self, table: str, key: str) -> bool:
+        if key in MANAGED:
+            self.error(
+                f"{table}.{key}: set by the sweep itself (problem, tasks, methods, "
+                "method_params/method_grids, seeds, reference)"
+            )
+            return False
+        if key not in _run_fields():
+            valid = sorted(_run_fields() - set(MANAGED))
+            self.error(f"{table}.{key}: not a run setting; valid: {', '.join(valid)}")
+            return False
+        return True
+
+    def run_fields(self, table: str) -> dict[str, Any]:
+        values = self.data.get(table, {})
+        if not isinstance(values, dict):
+            self.error(f"{table}: must be a table of run settings, got {values!r}")
+            return {}
+        return {k: v for k, v in values.items() if self.check_run_field(table, k)}
+
+    def grid_table(
+        self, table: str, values: Any, check_key: Callable[[str, str], bool]
+    ) -> dict[str, list[Any]]:
+        if not isinstance(values, dict):
+            self.error(f"{table}: must be a table of lists of values, got {values!r}")
+            return {}
+        grid: dict[str, list[Any]] = {}
+        for key, candidates in values.items():
+            if not check_key(table, key):
+                continue
+            if not isinstance(candidates, list) or not candidates:
+                self.error(
+                    f"{table}.{key}: must be a non-empty list of values, got "
+                    f"{candidates!r} (a single value goes in the fixed settings)"
+                )
+                continue
+            texts = [json.dumps(c, sort_keys=True) for c in candidates]
+            if len(set(texts)) != len(texts):
+                self.error(f"{table}.{key}: repeated values in {candidates}")
+                continue
+            grid[key] = candidates
+        return grid
+
+    def method_tables(
+        self, table: str, methods: tuple[str, ...], grids: bool
+    ) -> dict[str, dict[str, Any]]:
+        values = self.data.get(table, {})
+        if not isinstance(values, dict):
+            self.error(f"{table}: must be a table of per-method tables, got {values!r}")
+            return {}
+        result: dict[str, dict[str, Any]] = {}
+        for name, params in values.items():
+            try:
+                spec = registry.spec(name)
+            except ValueError as error:
+                self.error(f"{table}.{name}: {error}")
+                continue
+            if spec.name not in methods:
+                self.error(f"{table}.{name}: {spec.name!r} is not in methods")
+                continue
+            if not isinstance(params, dict):
+                self.error(f"{table}.{name}: must be a table of hyperparameters, got {params!r}")
+                continue
+            valid = spec.hyperparameters
+
+            def known(prefix: str, key: str, valid: dict[str, Any] = valid, m: str = spec.name):
+                if key not in valid:
+                    listing = ", ".join(valid) or "none"
+                    self.error(f"{prefix}.{key}: unknown hyperparameter of {m}; valid: {listing}")
+                    return False
+                return True
+
+            prefix = f"{table}.{name}"
+            if grids:
+                result[spec.name] = self.grid_table(prefix, params, known)
+            else:
+                result[spec.name] = {k: v for k, v in params.items() if known(prefix, k)}
+        return result
+
+    # -- references -----------------------------------------------------------------------
+
+    def path(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.error(f"{key}: must be a path, got {value!r}")
+            return None
+        return str((self.source.parent / value).resolve())
+
+    def reference_sweeps(self) -> list[str]:
+        value = self.data.get("reference_sweeps", [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.error(f"reference_sweeps: must be a list of sweep files, got {value!r}")
+            return []
+        return [str((self.source.parent / v).resolve()) for v in value]
+
+    def references(
+        self,
+        sweep: Sweep,
+        root: str | os.PathLike[str] | None,
+        stack: tuple[Path, ...],
+        known_problem: bool,
+    ) -> None:
+        if sweep.reference and sweep.reference_sweeps:
+            self.error("reference: give a reference file or reference_sweeps, not both")
+        if sweep.single_task:
+            if sweep.reference or sweep.reference_sweeps:
+                self.error("reference: a single-task sweep is itself a reference; remove it")
+            return
+        if sweep.extra > 0 and not (sweep.reference or sweep.reference_sweeps):
+            self.error(
+                "seeds.extra: stage 2 of a multi-task sweep picks the best configuration by "
+                "validation Delta_m, which needs single-task references: set reference (a "
+                "JSON file) or reference_sweeps (single-task sweep files)"
+            )
+        covered: set[str] = set()
+        if sweep.reference:
+            covered = self.reference_file(sweep)
+        for i, path in enumerate(sweep.reference_sweeps):
+            where = f"reference_sweeps[{i}] ({Path(path).name})"
+            try:
+                ref = _load(Path(path), root, stack)
+            except FileNotFoundError as error:
+                self.error(f"{where}: {error}")
+                continue
+            except SweepError as error:
+                # An unknown problem is reported once, by this sweep.
+                same = f"problem: unknown problem {sweep.problem!r}"
+                for message in error.errors:
+                    if known_problem or not message.startswith(same):
+                        self.error(f"{where}: {message}")
+                continue
+            if not ref.single_task:
+                self.error(f"reference_sweeps[{i}]: {path} is not a single-task sweep")
+            if ref.problem != sweep.problem:
+                self.error(f"reference_sweeps[{i}]: {path} is a sweep of {ref.problem!r}")
+            covered.update(ref.tasks)
+        if (sweep.reference or sweep.reference_sweeps) and known_problem:
+            needed = {t for entry in sweep.tasks for t in parse_tasks(entry)}
+            missing = sorted(needed - covered)
+            if missing:
+                self.error(f"reference: no single-task reference for task(s) {missing}")
+
+    def reference_file(self, sweep: Sweep) -> set[str]:
+        from smto.evaluation.reference import Reference
+
+        assert sweep.reference is not None
+        try:
+            reference = Reference.load(sweep.reference)
+        except (FileNotFoundError, ValueError) as error:
+            self.error(f"reference: {error}")
+            return set()
+        if reference.problem != sweep.problem:
+            self.error(f"reference: {sweep.reference} is a reference of {reference.problem!r}")
+        return set(reference.val)
+
+    # -- values (each alone, then every combination) ------------------------------------
+
+    def configurations(self, sweep: Sweep) -> None:
+        """Builds RunConfigs: each value alone (so an error names its field), then every
+        configuration of the grid (settings that are only wrong together)."""
+        tasks = sweep.tasks[0]
+        n_tasks = len(parse_tasks(tasks))
+        # The plainest method, so that an error here is the field's own.
+        base = {"problem": sweep.problem, "tasks": tasks, "method": "unit_scal"}
+        for key, value in sweep.fixed.items():
+            self.attempt(
+                f"fixed.{key} = {value!r}", lambda k=key, v=value: RunConfig(**base, **{k: v})
+            )
+        for key, values in sweep.grid.items():
+            for i, value in enumerate(values):
+                self.attempt(
+                    f"grid.{key}[{i}] = {value!r}",
+                    lambda k=key, v=value: RunConfig(**base, **{k: v}),
+                )
+        for name, params in sweep.method_params.items():
+            for key, value in params.items():
+                self.attempt(
+                    f"method_params.{name}.{key} = {value!r}",
+                    lambda m=name, k=key, v=value: registry.create(m, n_tasks, **{k: v}),
+                )
+        for name, grid in sweep.method_grids.items():
+            for key, values in grid.items():
+                for i, value in enumerate(values):
+                    self.attempt(
+                        f"method_grids.{name}.{key}[{i}] = {value!r}",
+                        lambda m=name, k=key, v=value: registry.create(m, n_tasks, **{k: v}),
+                    )
+        if self.errors:
+            return
+        from smto.sweep.plan import invalid_configurations
+
+        failures = invalid_configurations(sweep)
+        for message in failures[:MAX_LISTED]:
+            self.error(message)
+        if len(failures) > MAX_LISTED:
+            self.error(f"... and {len(failures) - MAX_LISTED} more invalid configurations")
+
+    def attempt(self, where: str, build: Callable[[], Any]) -> None:
+        try:
+            build()
+        except (ValueError, TypeError) as error:
+            self.error(f"{where}: {error}")

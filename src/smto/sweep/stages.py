@@ -1,0 +1,38 @@
+"""The two stages' choices, on run records: stage 2's configurations and the reference.
+
+Stage 2 gives extra seeds to each method's best stage-1 configuration, chosen by
+:func:`smto.evaluation.selection.select_configurations`: the best mean validation Delta_m
+(multi-task) or, for single-task sweeps, the best mean validation value of each task and
+metric (so a single-task sweep may continue with several configurations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from smto import registry
+from smto.evaluation.reference import Reference
+from smto.evaluation.selection import select_configurations
+from smto.sweep.spec import Sweep
+from smto.train import RunRecord
+
+
+def choose_stage2(
+    sweep: Sweep, records: Sequence[RunRecord], reference: Reference | None
+) -> list[str]:
+    """The configuration keys that get the extra seeds: per method (and, for multi-task
+    sweeps, per task set), the ones its stage-1 records select."""
+    chosen: list[str] = []
+    for method in sweep.methods:
+        groups = [sweep.tasks] if sweep.single_task else [[t] for t in sweep.tasks]
+        for tasks in groups:
+            runs = [
+                r
+                for r in records
+                if registry.spec(r.config["method"]).name == method and r.config["tasks"] in tasks
+            ]
+            if not runs:
+                continue
+            keys = select_configurations(runs, None if sweep.single_task else reference)
+            chosen.extend(k for k in keys if k not in chosen)
+    return chosen

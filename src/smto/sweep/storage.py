@@ -1,0 +1,118 @@
+"""The Optuna RDB storage a sweep lives in: a local SQLite file, or PostgreSQL for many workers.
+
+Claiming a trial is atomic on both, which is what makes "every run exactly once" hold:
+
+* A worker claims a waiting trial with ``RDBStorage.set_trial_state_values(id, RUNNING)``
+  (the primitive ``Study.ask()`` uses to pop Optuna's queue). In one transaction it reads the
+  trial row with ``SELECT ... FOR UPDATE``, returns False unless the state is still WAITING,
+  and writes RUNNING.
+* PostgreSQL: ``FOR UPDATE`` locks the row; a second claimant blocks on it until the first
+  commits, then (READ COMMITTED re-reads the locked row) sees RUNNING and gets False. So one
+  claim wins. (Measured with 4 processes racing over 300 trials: no trial claimed twice.)
+* SQLite has no row locks, and Python's sqlite3 driver only opens a transaction at the first
+  write, so Optuna's read of the state runs outside the transaction: two processes can both
+  read WAITING and both write RUNNING. (Measured with plain Optuna 5.0: 40 to 53 of 200
+  trials claimed twice by 4 racing processes.) :func:`open_storage` therefore makes every
+  SQLite transaction ``BEGIN IMMEDIATE``: it takes the database's write lock before the read,
+  so transactions run one at a time and the read-check-write is atomic (the same race: no
+  trial claimed twice; tests/sweep/test_claims.py). Waiting for the lock is bounded by the
+  driver's busy timeout.
+
+Trial numbers grow in creation order (``RDBStorage.create_new_trial`` locks the study row and
+numbers a trial by the trials before it); :mod:`smto.sweep.trials` relies on that to settle
+duplicates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+
+SQLITE_BUSY_TIMEOUT = 120.0
+"""Seconds a SQLite transaction waits for the database lock before failing."""
+STORE_FILE = "sweeps.db"
+
+
+def require_optuna() -> Any:
+    """The optuna module, or a clear error naming the extra that installs it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError(
+            "smto sweeps need Optuna (with SQLAlchemy): pip install 'smto[sweep]'"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def default_storage_url(root: str | Path) -> str:
+    """The embedded default: a SQLite file next to the runs."""
+    return f"sqlite:///{Path(root).resolve() / STORE_FILE}"
+
+
+def storage_url(url: str) -> str:
+    """``url`` with a PostgreSQL driver that is installed: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3; with only psycopg2 installed it is made explicit."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            if importlib.util.find_spec("psycopg") is not None:
+                return "postgresql+psycopg://" + url[len(prefix) :]
+            if importlib.util.find_spec("psycopg2") is not None:
+                return "postgresql+psycopg2://" + url[len(prefix) :]
+            raise ImportError(
+                "a PostgreSQL storage needs a driver: pip install psycopg2-binary (or psycopg)"
+            )
+    return url
+
+
+def open_storage(
+    url: str, heartbeat_interval: int = 60, grace_period: int | None = None
+) -> RDBStorage:
+    """The RDB storage at ``url`` with heartbeats every ``heartbeat_interval`` seconds; a
+    running trial whose heartbeat is older than ``grace_period`` (default twice the interval)
+    is stale (its worker is gone)."""
+    optuna = require_optuna()
+    for name, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
+    url = storage_url(url)
+    sqlite = url.startswith("sqlite")
+    kwargs: dict[str, Any] = {}
+    if sqlite:
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+        )
+    if sqlite:
+        _serialize_sqlite(storage)
+    return storage
+
+
+def _serialize_sqlite(storage: RDBStorage) -> None:
+    """Every transaction on the SQLite file starts with BEGIN IMMEDIATE (module docstring)."""
+    from sqlalchemy import event
+
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()

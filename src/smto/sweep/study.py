@@ -1,0 +1,158 @@
+"""A sweep as an Optuna study: its definition and reference in the study's user attributes,
+one trial per slot, and :meth:`SweepStudy.advance`, the idempotent step that plans what is
+missing (stage 1, then stage 2 once stage 1 is settled). Any process may advance a sweep:
+re-running ``smto sweep run`` skips what is done, and a worker alone can finish a sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import smto
+from smto.evaluation.reference import Reference
+from smto.sweep.plan import Configuration, Slot, configurations, slots
+from smto.sweep.spec import Sweep
+from smto.sweep.stages import choose_stage2
+from smto.sweep.storage import require_optuna
+from smto.sweep.trials import (
+    SlotState,
+    drop_duplicates,
+    enqueue_missing,
+    fail_stale,
+    slot_states,
+)
+from smto.train import RunRecord, load_run
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+
+SWEEP_ATTR = "smto:sweep"
+REFERENCE_ATTR = "smto:reference"
+STAGE2_ATTR = "smto:stage2"
+
+
+class SweepStudy:
+    """An existing sweep study in ``storage``."""
+
+    def __init__(self, storage: RDBStorage, name: str) -> None:
+        self.storage = storage
+        self.name = name
+        try:
+            self.study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            raise KeyError(f"no sweep {name!r} in this storage") from None
+        attrs = storage.get_study_user_attrs(self.study_id)
+        if SWEEP_ATTR not in attrs:
+            raise ValueError(f"study {name!r} is not an smto sweep (no {SWEEP_ATTR} attribute)")
+        self.sweep = Sweep.from_dict(attrs[SWEEP_ATTR])
+        ref = attrs.get(REFERENCE_ATTR)
+        self.reference = Reference(**ref) if ref else None
+        self.configurations: list[Configuration] = configurations(
+            self.sweep, self.reference.val if self.reference else None
+        )
+        self.stage1: list[Slot] = slots(self.configurations, self.sweep.stage1_seeds, 1)
+
+    @classmethod
+    def create(cls, storage: RDBStorage, sweep: Sweep, reference: Reference | None) -> SweepStudy:
+        """The study of ``sweep``, created if missing; an error if it exists with another
+        definition (a changed file: give it a new name or storage)."""
+        optuna = require_optuna()
+        with contextlib.suppress(optuna.exceptions.DuplicatedStudyError):
+            storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], sweep.name)
+        study_id = storage.get_study_id_from_name(sweep.name)
+        stored = storage.get_study_user_attrs(study_id)
+        expected = {
+            SWEEP_ATTR: sweep.to_dict(),
+            REFERENCE_ATTR: dataclasses.asdict(reference) if reference else None,
+        }
+        for key, value in expected.items():
+            if key not in stored:
+                storage.set_study_user_attr(study_id, key, value)
+            elif stored[key] != value:
+                raise ValueError(_difference(sweep.name, key, stored[key], value))
+        return cls(storage, sweep.name)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def states(self) -> dict[str, SlotState]:
+        return slot_states(self.storage, self.study_id)
+
+    def stage2(self) -> list[Slot] | None:
+        """Stage 2's slots once chosen (None before)."""
+        keys = self.storage.get_study_user_attrs(self.study_id).get(STAGE2_ATTR)
+        if keys is None:
+            return None
+        chosen = [c for c in self.configurations if c.key in keys]
+        return slots(chosen, self.sweep.stage2_seeds, 2)
+
+    def planned(self) -> list[Slot]:
+        return self.stage1 + (self.stage2() or [])
+
+    def settled(self, planned: list[Slot], states: dict[str, SlotState]) -> bool:
+        retries = self.sweep.retries
+        return all(states.get(s.key, SlotState()).settled(retries) for s in planned)
+
+    def finished(self, states: dict[str, SlotState]) -> bool:
+        stage2 = self.stage2()
+        if not self.settled(self.stage1, states):
+            return False
+        if self.sweep.extra == 0:
+            return True
+        return stage2 is not None and self.settled(stage2, states)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def advance(self, grace_period: int) -> dict[str, SlotState]:
+        """Fails trials of dead workers, retires duplicates of finished slots, enqueues every
+        slot that lacks a trial (retries included) and, once stage 1 is settled, chooses and
+        enqueues stage 2. Idempotent."""
+        fail_stale(self.storage, self.name, grace_period)
+        states = self.states()
+        if drop_duplicates(self.storage, self.study_id, states):
+            states = self.states()
+        root, retries = self.sweep.root, self.sweep.retries
+        added = enqueue_missing(self.storage, self.study_id, self.stage1, states, root, retries)
+        if self.sweep.extra and not added and self.settled(self.stage1, states):
+            stage2 = self.stage2()
+            if stage2 is None:
+                keys = choose_stage2(self.sweep, self.records(self.stage1, states), self.reference)
+                self.storage.set_study_user_attr(self.study_id, STAGE2_ATTR, keys)
+                stage2 = self.stage2()
+                assert stage2 is not None
+            added += enqueue_missing(self.storage, self.study_id, stage2, states, root, retries)
+        return self.states() if added else states
+
+    def records(self, planned: list[Slot], states: dict[str, SlotState]) -> list[RunRecord]:
+        """The run records of the settled slots among ``planned``. A slot that failed for
+        good is a failed record even if its run never wrote one (or was killed running)."""
+        records = []
+        for slot in planned:
+            state = states.get(slot.key, SlotState())
+            status = state.status(self.sweep.retries)
+            if status not in ("completed", "diverged", "failed"):
+                continue
+            directory = Path(self.sweep.root) / slot.key
+            try:
+                record = load_run(directory)
+            except FileNotFoundError:
+                record = RunRecord(slot.key, slot.config, smto.__version__)
+            if status == "failed":
+                record.status = "failed"
+                record.reason = record.reason or state.latest("reason", "its worker died")
+            records.append(record)
+        return records
+
+
+def _difference(name: str, key: str, stored: Any, wanted: Any) -> str:
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        fields = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        what = f"fields {fields} differ"
+    else:
+        what = "it differs"
+    return (
+        f"sweep {name!r} exists in this storage with another {key.split(':')[1]} ({what}); "
+        "a re-run must use the same file: give the changed sweep a new name, or another storage"
+    )

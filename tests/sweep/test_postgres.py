@@ -1,0 +1,47 @@
+"""The PostgreSQL path against a real server: two worker processes, every configuration x
+seed exactly once. CI starts a throwaway server with scripts/ci-postgres.sh."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sweep_helpers import FAST, assert_exactly_once, start_worker, toy_sweep, wait_all
+
+from smto.sweep import load_sweep
+from smto.sweep.driver import WorkerSettings
+from smto.sweep.study import SweepStudy
+
+URL = os.environ.get("SMTO_TEST_POSTGRES")
+pytestmark = pytest.mark.skipif(
+    not URL,
+    reason="no PostgreSQL server: set SMTO_TEST_POSTGRES=postgresql://... "
+    '(eval "$(scripts/ci-postgres.sh start)" starts a local throwaway one)',
+)
+
+
+def test_two_workers_on_postgresql_run_every_configuration_and_seed_once(tmp_path):
+    import optuna
+
+    assert URL is not None
+    name = f"pg-{uuid.uuid4().hex[:8]}"  # the database outlives the test
+    path = toy_sweep(
+        tmp_path,
+        name,
+        methods=["unit_scal", "cagrad"],
+        grid={"lr": [0.001, 0.01]},
+        seeds={"runs": 3},
+        fixed={"epochs": 3, "batch_size": 32, "problem_options": {"sizes": [512, 64, 64]}},
+    )
+    settings = WorkerSettings(**FAST)
+    storage = settings.open(URL)
+    assert storage.engine.dialect.name == "postgresql"
+    study = SweepStudy.create(storage, load_sweep(path), None)
+    try:
+        study.advance(settings.grace_period)
+        workers = [start_worker(URL, name, tmp_path / f"worker{i}.log") for i in range(2)]
+        wait_all(workers)
+        assert_exactly_once(storage, study, tmp_path / "runs")
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
