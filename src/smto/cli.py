@@ -93,13 +93,13 @@ def _config_from_args(args: argparse.Namespace, method: str):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from smto.compare import format_comparison
-    from smto.train import run_dir, train
+    from smto.train import FINISHED, run_dir, train
 
     config = _config_from_args(args, args.method)
     record = train(config, args.out, data_dir=args.data_dir, progress=not args.quiet)
     print(format_comparison([record]))
     print(f"\nrun {record.status}: {run_dir(config, args.out)}")
-    return 0 if record.status in ("completed", "diverged") else 1
+    return 0 if record.status in FINISHED else 1
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -197,3 +197,19 @@ def test_single_task_runs_keep_the_best_epoch_of_each_metric(tmp_path):
     assert record.best_by_metric["T2/mse"]["test"] == record.history[best]["test"]["T2"]["mse"]
     multi = train(RunConfig(**TOY, method="unit_scal", epochs=2), tmp_path)
     assert multi.best_by_metric == {}
+
+
+def test_a_pruned_run_ends_for_good(tmp_path):
+    from smto.train import Pruned
+
+    config = RunConfig(**TOY, method="unit_scal", epochs=4)
+
+    def prune_after_two(record):
+        if len(record.history) == 2:
+            raise Pruned("below the median at epoch 1")
+
+    record = train(config, tmp_path, on_epoch_end=prune_after_two)
+    assert record.status == "pruned" and record.reason == "below the median at epoch 1"
+    assert len(record.history) == 2 and record.best_epoch is not None
+    again = train(config, tmp_path)  # not resumed
+    assert again.status == "pruned" and len(again.history) == 2

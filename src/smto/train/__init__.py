@@ -1,11 +1,13 @@
 """The training engine, run configurations and run records."""
 
 from smto.train.config import OPTIMIZERS, SCHEDULERS, RunConfig
-from smto.train.engine import run_dir, train
+from smto.train.engine import FINISHED, Pruned, run_dir, train
 from smto.train.records import RunRecord, find_runs, load_run, load_runs
 
 __all__ = [
+    "FINISHED",
     "OPTIMIZERS",
+    "Pruned",
     "SCHEDULERS",
     "RunConfig",
     "RunRecord",

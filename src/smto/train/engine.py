@@ -32,10 +32,17 @@ from smto.train.config import RunConfig
 from smto.train.records import BEST_MODEL, CHECKPOINT, RunRecord
 
 EpochCallback = Callable[[RunRecord], None]
+FINISHED = ("completed", "diverged", "pruned")
+"""Statuses of runs that are not resumed."""
 
 
 class Diverged(Exception):
     """A loss became NaN or infinite."""
+
+
+class Pruned(Exception):
+    """Raised by an ``on_epoch_end`` callback to stop a run for good (e.g. an Optuna pruner):
+    the run ends with status "pruned" and is not resumed."""
 
 
 def run_dir(config: RunConfig, root: str | os.PathLike[str]) -> Path:
@@ -54,16 +61,16 @@ def train(
 ) -> RunRecord:
     """Trains (or resumes, or just returns) the run of ``config`` under ``root``.
 
-    A finished run (completed or diverged) is returned as recorded. An unfinished one resumes
+    A finished run (completed, diverged or pruned) is returned as recorded. An unfinished one resumes
     from its last checkpoint. ``problem`` reuses an already loaded problem (it must match
     the configuration); otherwise it is built with ``data_dir``. ``on_epoch_end`` is called
     with the record after each epoch (an exception there stops the run, which stays
-    resumable).
+    resumable; :class:`Pruned` stops it for good).
     """
     directory = run_dir(config, root)
     directory.mkdir(parents=True, exist_ok=True)
     existing = _existing_record(directory, config)
-    if existing is not None and existing.status in ("completed", "diverged"):
+    if existing is not None and existing.status in FINISHED:
         return existing
     if problem is None:
         options = dict(config.problem_options)
@@ -153,6 +160,8 @@ class _Run:
                     bar.set_postfix_str(_summary(entry), refresh=True)
                 if on_epoch_end is not None:
                     on_epoch_end(self.record)
+        except Pruned as reason:
+            self._finish("pruned", str(reason) or "pruned by the epoch callback")
         except KeyboardInterrupt:
             self._finish("interrupted", "stopped by the user (resumable)")
             raise

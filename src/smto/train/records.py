@@ -18,7 +18,7 @@ from typing import Any
 RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
 BEST_MODEL = "best_model.pt"
-STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
+STATUSES = ("running", "completed", "diverged", "pruned", "failed", "interrupted")
 
 
 @dataclass
