@@ -7,8 +7,8 @@ from smto.train.records import RunRecord, find_runs, load_run, load_runs
 __all__ = [
     "FINISHED",
     "OPTIMIZERS",
-    "Pruned",
     "SCHEDULERS",
+    "Pruned",
     "RunConfig",
     "RunRecord",
     "find_runs",
