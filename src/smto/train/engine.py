@@ -61,11 +61,11 @@ def train(
 ) -> RunRecord:
     """Trains (or resumes, or just returns) the run of ``config`` under ``root``.
 
-    A finished run (completed, diverged or pruned) is returned as recorded. An unfinished
+    A finished run (completed, diverged or pruned) is returned as recorded; an unfinished
     one resumes from its last checkpoint. ``problem`` reuses an already loaded problem (it
-    must match the configuration); otherwise it is built with ``data_dir``. ``on_epoch_end`` is called
-    with the record after each epoch (an exception there stops the run, which stays
-    resumable; :class:`Pruned` stops it for good).
+    must match the configuration); otherwise it is built with ``data_dir``.
+    ``on_epoch_end`` is called with the record after each epoch (an exception there stops
+    the run, which stays resumable; :class:`Pruned` stops it for good).
     """
     directory = run_dir(config, root)
     directory.mkdir(parents=True, exist_ok=True)
