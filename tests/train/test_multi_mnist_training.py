@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
+import smto
 from smto.problems import MultiMNIST
 from smto.train import RunConfig, train
 
@@ -52,4 +54,22 @@ def test_unit_scal_learns_cl_rr_in_two_epochs(small_cl_rr, tmp_path):
     assert val["CL"]["accuracy"] > 0.5  # chance is 0.1
     zero = torch.cat([b.targets["RR"] for b in problem.batches("val", 500)]).pow(2).mean()
     assert val["RR"]["mse"] < 0.8 * float(zero)  # the all-zero prediction's MSE
+    assert record.best_test is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_cl_rr() -> MultiMNIST:
+    return MultiMNIST("CL_RR", data_dir=_data_dir(), limits=(512, 200, 200))
+
+
+@pytest.mark.parametrize("name", smto.available())
+def test_every_method_trains_an_epoch_on_multi_mnist(tiny_cl_rr, tmp_path, name):
+    config = RunConfig(
+        tasks="CL_RR", method=name, epochs=1, batch_size=128,
+        problem_options={"limits": [512, 200, 200]},
+    )  # fmt: skip
+    record = train(config, tmp_path, problem=tiny_cl_rr)
+    assert record.status == "completed"
+    weights = record.history[0]["weights"]
+    assert set(weights) == {"CL", "RR"} and all(math.isfinite(w) for w in weights.values())
     assert record.best_test is not None
