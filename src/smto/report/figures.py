@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from smto.evaluation.fixed_weights import ema
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
@@ -136,7 +138,7 @@ def _draw_weights(history: pd.DataFrame, beta: float) -> Figure:
         task = column.removeprefix(WEIGHTS_PREFIX)
         color = colors[column]
         ax.plot(epochs, raw, color=color, lw=0.6, alpha=0.6, gid=f"raw:{task}")
-        ax.plot(epochs, _ema(raw, beta), color=color, lw=1.6, label=task, gid=f"ema:{task}")
+        ax.plot(epochs, ema(raw, beta), color=color, lw=1.6, label=task, gid=f"ema:{task}")
     handles, _ = ax.get_legend_handles_labels()
     handles += [
         Line2D([], [], color="0.4", lw=0.6, label="per epoch"),
@@ -249,15 +251,6 @@ def _method_axis(ax: Axes, methods: Sequence[str]) -> None:
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
-
-
-def _ema(values: Sequence[float] | np.ndarray, beta: float) -> np.ndarray:
-    """Exponential moving average: m_0 = w_0, m_t = beta m_{t-1} + (1 - beta) w_t."""
-    values = np.asarray(values, dtype=float)
-    out = np.empty_like(values)
-    for t, value in enumerate(values):
-        out[t] = value if t == 0 else beta * out[t - 1] + (1.0 - beta) * value
-    return out
 
 
 def _normalized(history: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
