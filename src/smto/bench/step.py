@@ -1,7 +1,8 @@
 """The step benchmark: one training step of every method, against two baselines.
 
 For each model (the Multi-MNIST LeNet, K = 2; the QM9 MPNN, K = 11) it times a full step
-(zero_grad, forward, the method's backward, Adam step, and FAMO's second forward) and reports
+(the engine's training step: zero_grad, forward, the method's backward, Adam step, and
+the extra work some methods declare: Auto-Lambda's meta step, FAMO's second forward) and reports
 the median over repeats and two ratios measured in the same run:
 
 * to Unit. Scal. (forward + one backward + step), the target for loss-based methods;
@@ -26,6 +27,7 @@ from smto import registry
 from smto.jacobian import GradientEngine
 from smto.method import Aggregation, GradientMethod, Method, Scale
 from smto.models.base import SharedEncoderModel
+from smto.train.step import training_step
 
 FLOOR = "Jacobian floor"
 
@@ -101,30 +103,36 @@ def _synchronize(device: str) -> None:
 
 
 class Stepper:
-    """One method training its own copy of the workload's model (same initial weights)."""
+    """One method training its own copy of the workload's model (same initial weights),
+    through the engine's :func:`~smto.train.step.training_step`."""
 
     def __init__(self, workload: Workload, method: Method, device: str = "cpu") -> None:
         torch.manual_seed(0)
         self.workload = workload
         self.model = workload.make_model()
         self.method = method.to(device)
-        self.optimizer = torch.optim.Adam([*self.model.parameters(), *method.parameters()], lr=1e-4)
+        lr = 1e-4
+        self.optimizer = torch.optim.Adam(
+            [{"params": list(self.model.parameters())}, *method.parameter_groups(lr)], lr=lr
+        )
         self.shared = list(self.model.shared_parameters())
         self.device = device
         self.times: list[float] = []
 
     def step(self) -> None:
-        """One full training step: zero_grad, forward, the method's backward, Adam step (and
-        FAMO's second forward)."""
-        workload = self.workload
-        self.optimizer.zero_grad(set_to_none=True)
-        features, out = self.model(workload.inputs)
-        self.method.backward(workload.losses(out), self.shared, features)
-        self.optimizer.step()
-        if self.method.needs_post_step:
-            with torch.inference_mode():
-                losses = workload.losses(self.model(workload.inputs)[1])
-            self.method.post_step(losses)
+        """One full training step (Auto-Lambda uses the training batch as its validation
+        batch: the cost is the same)."""
+        inputs = self.workload.inputs
+        training_step(
+            self.model,
+            self.method,
+            self.optimizer,
+            lambda outputs, _: self.workload.losses(outputs),
+            inputs,
+            None,
+            self.shared,
+            validation=(inputs, None),
+        )
 
     def timed_step(self) -> None:
         _synchronize(self.device)

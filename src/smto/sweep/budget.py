@@ -4,6 +4,11 @@ time per epoch and what is left, so a report can show the cost of tuning each me
 Counts are per slot (configuration x seed), never per trial: a run killed and resumed, or
 a duplicate trial, is one run. Time is the run record's own (summed over its epochs, resumes
 included), read from the trials' progress attributes, so the storage alone is enough.
+
+A TPE search is counted by trials, as its budget is: ``planned`` is the budget, the
+completed, diverged and pruned trials are what it spent (a trial that repeated an earlier
+configuration included), ``waiting`` is what is left (``failed`` instead, if the search gave
+up), and its failed trials, which do not count, are ``failed_attempts``.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from smto.sweep.plan import Slot
+from smto.sweep.search import Search, tally
 from smto.sweep.study import SweepStudy
 from smto.sweep.trials import SlotState
+from smto.train import RunConfig
 
-STATUSES = ("completed", "diverged", "failed", "running", "waiting")
+STATUSES = ("completed", "diverged", "pruned", "failed", "running", "waiting")
 
 
 @dataclass
@@ -27,6 +34,7 @@ class MethodBudget:
     planned: int = 0
     completed: int = 0
     diverged: int = 0
+    pruned: int = 0
     failed: int = 0
     running: int = 0
     waiting: int = 0
@@ -38,7 +46,7 @@ class MethodBudget:
 
     @property
     def done(self) -> int:
-        return self.completed + self.diverged + self.failed
+        return self.completed + self.diverged + self.pruned + self.failed
 
     @property
     def seconds_per_epoch(self) -> float | None:
@@ -59,6 +67,7 @@ class SweepBudget:
     tasks: tuple[str, ...]
     methods: dict[str, MethodBudget] = field(default_factory=dict)
     stage2: str = "none"
+    sampler: str = "grid"
 
     @property
     def total(self) -> MethodBudget:
@@ -86,15 +95,18 @@ def sweep_budget(study: SweepStudy, states: dict[str, SlotState] | None = None) 
     sweep = study.sweep
     states = study.states() if states is None else states
     stage2 = study.stage2()
-    budget = SweepBudget(sweep.name, sweep.problem, sweep.tasks)
+    budget = SweepBudget(sweep.name, sweep.problem, sweep.tasks, sampler=sweep.sampler)
     budget.methods = {m: MethodBudget(m) for m in sweep.methods}
-    for slot in study.stage1 + (stage2 or []):
+    for search in study.searches:
+        _count_search(budget.methods[search.method], search)
+    grid = [] if study.searches else study.stage1
+    for slot in grid + (stage2 or []):
         _count(budget.methods[slot.method], slot, states.get(slot.key, SlotState()), sweep.retries)
     if sweep.extra == 0:
         budget.stage2 = "none"
     elif stage2 is None:
         budget.stage2 = "not chosen yet"
-        epochs = study.stage1[0].config["epochs"] if study.stage1 else 0
+        epochs = grid[0].config["epochs"] if grid else _epochs(study)
         for method in budget.methods.values():
             method.pending = sweep.extra * len(sweep.tasks)
             method.planned += method.pending
@@ -118,6 +130,43 @@ def _count(budget: MethodBudget, slot: Slot, state: SlotState, retries: int) -> 
         budget.remaining_epochs += max(0, int(slot.config["epochs"]) - epochs)
 
 
+def _count_search(budget: MethodBudget, search: Search) -> None:
+    counts = tally(search.trials())
+    budget.planned += search.settings.trials
+    budget.completed += counts.completed
+    budget.diverged += counts.diverged
+    budget.pruned += counts.pruned
+    budget.running += counts.running
+    budget.failed_attempts += counts.failed
+    unspent = max(0, search.settings.trials - counts.counted)
+    budget.waiting += counts.waiting
+    if search.gave_up(counts):
+        budget.failed += unspent
+    else:
+        budget.waiting += unspent
+        budget.remaining_epochs += unspent * _epochs_of(search)
+    for state in search.states().values():
+        progress = state.latest("progress", {}) or {}
+        epochs = int(progress.get("epochs", 0))
+        budget.seconds += float(progress.get("seconds", 0.0))
+        budget.epochs += epochs
+        if state.in_state("RUNNING", "WAITING"):
+            planned = int(state.trials[-1].user_attrs.get("config", {}).get("epochs", epochs))
+            budget.remaining_epochs += max(0, planned - epochs)
+
+
+def _epochs(study: SweepStudy) -> int:
+    """The epochs of a run of the sweep (of its longest, if epochs are swept)."""
+    return max((_epochs_of(search) for search in study.searches), default=0)
+
+
+def _epochs_of(search: Search) -> int:
+    swept = search.sweep.space(search.method).get("epochs")
+    if swept is None:
+        return int(search.sweep.fixed.get("epochs", RunConfig.epochs))
+    return int(max(swept) if isinstance(swept, list) else swept.high)
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -129,18 +178,18 @@ def format_duration(seconds: float | None) -> str:
 def format_budget(budget: SweepBudget) -> str:
     """A table per method: runs by status, training time, time per epoch, time left."""
     total = budget.total
+    counts = [c for c in ("planned", *STATUSES) if c != "pruned" or budget.sampler == "tpe"]
     lines = [
         f"sweep {budget.name} ({budget.problem}, {', '.join(budget.tasks)}): {total.done} of "
         f"{total.planned} runs finished; stage 2: {budget.stage2}; ETA "
         f"{format_duration(budget.eta_seconds())} with {max(1, total.running)} worker(s)",
-        f"{'method':<14} {'planned':>7} {'completed':>9} {'diverged':>8} {'failed':>6} "
-        f"{'running':>7} {'waiting':>7} {'retried':>7} {'time':>9} {'s/epoch':>8} {'left':>9}",
+        f"{'method':<14} {' '.join(counts)} {'retried':>7} {'time':>9} {'s/epoch':>8} {'left':>9}",
     ]
     for row in [*budget.methods.values(), total]:
         rate = row.seconds_per_epoch
+        numbers = " ".join(f"{getattr(row, c):>{len(c)}}" for c in counts)
         lines.append(
-            f"{row.method:<14} {row.planned:>7} {row.completed:>9} {row.diverged:>8} "
-            f"{row.failed:>6} {row.running:>7} {row.waiting:>7} {row.failed_attempts:>7} "
+            f"{row.method:<14} {numbers} {row.failed_attempts:>7} "
             f"{format_duration(row.seconds):>9} {'?' if rate is None else f'{rate:.3g}':>8} "
             f"{format_duration(budget.remaining_seconds(row)):>9}"
         )

@@ -79,12 +79,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             status = 2
             continue
-        n = sweep.n_configurations
-        print(
-            f"{path}: ok, sweep {sweep.name}: {n} configurations x {sweep.runs} seeds = "
-            f"{n * sweep.runs} runs, then {sweep.extra} more seed(s) of each chosen configuration"
-        )
+        print(f"{path}: ok, sweep {sweep.name}: {_stage1(sweep)}, then {sweep.extra} more "
+              "seed(s) of each chosen configuration")  # fmt: skip
     return status
+
+
+def _stage1(sweep) -> str:
+    if sweep.tpe is not None:
+        searches = len(sweep.methods) * len(sweep.tasks)
+        return (
+            f"TPE, {searches} search(es) of {sweep.tpe.trials} trials = at most "
+            f"{searches * sweep.tpe.trials} runs (pruner: {sweep.tpe.pruner})"
+        )
+    n = sweep.n_configurations
+    return f"{n} configurations x {sweep.runs} seeds = {n * sweep.runs} runs"
 
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -137,7 +145,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "sweep",
         help="hyperparameter sweeps: the study's grids, resumable, on one machine or many",
         description="Sweeps are TOML files (see sweeps/). Each configuration x seed is one "
-        "Optuna trial that one worker runs; stage 2 gives each method's best configuration "
+        'Optuna trial that one worker runs (or, with sampler = "tpe", each method\'s TPE '
+        "search runs its budget of trials); stage 2 gives each method's best configuration "
         "extra seeds.",
     )
     commands = sweep.add_subparsers(dest="sweep_command", required=True)

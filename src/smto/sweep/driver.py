@@ -4,7 +4,8 @@ process working on it) and ``work`` (a worker of any number of sweeps in a share
 Many workers on many machines share one storage (PostgreSQL, or a SQLite file on one
 machine) and one run root on a filesystem they all see (a killed run resumes elsewhere from
 its checkpoint). Each loop advances the sweep (planning is idempotent), claims one waiting
-trial, and runs it if it owns its slot (smto.sweep.trials).
+trial, and runs it if it owns its slot (smto.sweep.trials); with none waiting, it asks a TPE
+sweep's searches for a new trial while their budgets last (smto.sweep.search).
 """
 
 from __future__ import annotations
@@ -56,7 +57,20 @@ class Worker:
         self.problems = ProblemCache(settings.data_dir)
 
     def step(self, study: SweepStudy) -> str | None:
-        """Runs one trial of ``study`` if one is waiting: its outcome, or None."""
+        """Runs one trial of ``study``, a waiting one or else a new one of a TPE search with
+        budget left: its outcome, or None when there is none."""
+        outcome = self._queued(study)
+        if outcome is not None:
+            return outcome
+        settings = self.settings
+        for search in study.searches:
+            trial = search.ask()
+            if trial is not None:
+                return search.run(trial, settings.heartbeat, settings.poll, self.problems)
+        return None
+
+    def _queued(self, study: SweepStudy) -> str | None:
+        """Runs one waiting trial of ``study``'s queue: its outcome, or None."""
         while True:
             trial = claim(self.storage, study.study_id)
             if trial is None:

@@ -3,7 +3,9 @@
 The trial's value is the run's best validation score (validation Delta_m against the
 single-task reference, else minus the mean validation loss; -inf for a run that diverged
 before its first epoch); its user attributes say the run's status (completed or diverged:
-both are results), time and epochs, and its directory. A run that raises is a FAIL trial
+both are results), time and epochs, and its directory. A TPE trial also reports every
+epoch's score, and a run its pruner stops is a PRUNED trial (status pruned, a result; its
+value the last score, as Optuna's ``tell`` gives it). A run that raises is a FAIL trial
 with the reason; planning retries it up to the sweep's ``retries`` (the run resumes from its
 checkpoint), since many failures are transient (a lost node, memory taken by another job)
 and a deterministic one just fails again, recorded. Ctrl-C puts the trial back in the queue
@@ -26,6 +28,8 @@ from smto.train import RunConfig, RunRecord, run_dir, train
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
     from optuna.trial import FrozenTrial
+
+    from smto.sweep.pruning import Pruning
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +90,11 @@ def execute(
     trial: FrozenTrial,
     heartbeat_interval: int,
     problems: ProblemCache,
+    pruning: Pruning | None = None,
 ) -> str:
     """Runs the claimed ``trial`` and records its outcome; returns the slot's status
-    (completed, diverged, failed) or "lost" when another worker took the trial over."""
+    (completed, diverged, pruned, failed) or "lost" when another worker took the trial over.
+    ``pruning`` reports each epoch to a TPE trial and may stop the run."""
     optuna = require_optuna()
     running = optuna.trial.TrialState.RUNNING
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
@@ -99,7 +105,7 @@ def execute(
             f"{trial.user_attrs['slot']} (planned by another smto version?)"
         )
         attrs = {"status": "failed", "reason": reason}
-        return _finish(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
+        return finish_trial(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
     root = trial.user_attrs["root"]
 
     def on_epoch_end(record: RunRecord) -> None:
@@ -107,6 +113,8 @@ def execute(
         if storage.get_trial(trial_id).state != running:
             raise TrialLost(f"trial {trial.number} is no longer running under this worker")
         storage.set_trial_user_attr(trial_id, "progress", progress)
+        if pruning is not None:
+            pruning(record)
 
     try:
         storage.set_trial_user_attr(trial_id, "run_dir", str(run_dir(config, root)))
@@ -119,10 +127,18 @@ def execute(
         raise
     except Exception as error:
         attrs = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
-        return _finish(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
+        return finish_trial(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
+    if pruning is not None:
+        pruning.report(record)  # a run that was finished already trained no epoch here
+    if record.status == "pruned":
+        last = record.history[-1]["score"] if record.history else None
+        value = last if last is not None and math.isfinite(last) else None
+        state = optuna.trial.TrialState.PRUNED
+        return finish_trial(storage, trial_id, state, _summary(record), value)
     value = record.best_score
     value = value if value is not None and math.isfinite(value) else -math.inf
-    return _finish(storage, trial_id, optuna.trial.TrialState.COMPLETE, _summary(record), value)
+    state = optuna.trial.TrialState.COMPLETE
+    return finish_trial(storage, trial_id, state, _summary(record), value)
 
 
 def _summary(record: RunRecord) -> dict[str, Any]:
@@ -134,7 +150,7 @@ def _summary(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def _finish(
+def finish_trial(
     storage: RDBStorage, trial_id: int, state: Any, attrs: dict[str, Any], value: float | None
 ) -> str:
     """Writes the attributes, then the final state (a finished trial's attributes are

@@ -2,7 +2,8 @@
 
 A slot is one run to do. Its key is the run's id (``RunConfig.run_id()``: the configuration
 and the seed), so a slot's run directory is ``root/key`` and running a slot again resumes or
-returns the same run.
+returns the same run. A TPE sweep plans no grid: its stage-1 configurations are the ones its
+searches suggest (:func:`configuration`), each one slot at the first seed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smto.evaluation.selection import configuration_key
+from smto.sweep.space import corners
 from smto.sweep.spec import Sweep, grid_points
 from smto.train.config import RunConfig
 
@@ -64,13 +66,20 @@ class Slot:
             "root": root,
         }
 
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> Slot:
+        """The slot a trial's user attributes describe (:meth:`attrs`)."""
+        fields = ("stage", "method", "configuration", "seed", "settings", "config")
+        return cls(key=attrs["slot"], **{name: attrs[name] for name in fields})
+
 
 def _points(sweep: Sweep) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
-    """(tasks, method, shared grid point, method grid point), in the file's order."""
+    """(tasks, method, shared grid point, method grid point), in the file's order; ranges of
+    a TPE sweep contribute their two ends."""
     for tasks in sweep.tasks:
         for method in sweep.methods:
-            for shared in grid_points(sweep.grid):
-                for own in grid_points(sweep.method_grids.get(method, {})):
+            for shared in grid_points(corners(sweep.grid)):
+                for own in grid_points(corners(sweep.method_grids.get(method, {}))):
                     yield tasks, method, shared, own
 
 
@@ -100,18 +109,36 @@ def _settings(method: str, shared: dict[str, Any], own: dict[str, Any]) -> dict[
 
 
 def configurations(sweep: Sweep, reference: Values | None = None) -> list[Configuration]:
-    """Every configuration of the sweep; multi-task runs pick their best epoch against the
+    """Every configuration of a grid sweep; multi-task runs pick their best epoch against the
     single-task validation ``reference`` (RunConfig.reference)."""
-    ref = None if sweep.single_task else reference
     return [
-        Configuration(
-            tasks,
-            method,
-            _settings(method, shared, own),
-            _run_config(sweep, tasks, method, shared, own, ref),
-        )
+        _configuration(sweep, tasks, method, shared, own, reference)
         for tasks, method, shared, own in _points(sweep)
     ]
+
+
+def configuration(
+    sweep: Sweep, tasks: str, method: str, settings: dict[str, Any], reference: Values | None
+) -> Configuration:
+    """The configuration of ``method`` with the swept ``settings`` (names as in
+    :meth:`Sweep.space`: shared fields, then ``method.name``), e.g. a TPE suggestion."""
+    own_names = sweep.method_grids.get(method, {})
+    shared = {k: settings[k] for k in sweep.grid}
+    own = {k: settings[f"{method}.{k}"] for k in own_names}
+    return _configuration(sweep, tasks, method, shared, own, reference)
+
+
+def _configuration(
+    sweep: Sweep,
+    tasks: str,
+    method: str,
+    shared: dict[str, Any],
+    own: dict[str, Any],
+    reference: Values | None,
+) -> Configuration:
+    ref = None if sweep.single_task else reference
+    config = _run_config(sweep, tasks, method, shared, own, ref)
+    return Configuration(tasks, method, _settings(method, shared, own), config)
 
 
 def invalid_configurations(sweep: Sweep) -> list[str]:

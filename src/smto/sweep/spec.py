@@ -20,6 +20,17 @@ own grid and fixed hyperparameters, the seeds of stage 1 (runs per configuration
     [method_grids.cagrad]
     alpha = [0.2, 0.5, 0.8]
 
+With ``sampler = "tpe"``, stage 1 is instead a TPE search per method (and task set) over the
+same tables, which may then also hold ranges (``lr = { low = 1e-4, high = 1e-2, log = true }``),
+bounded by a budget of runs and pruned by Optuna's median pruner:
+
+    sampler = "tpe"
+    [tpe]
+    trials = 30             # runs per method (the budget)
+    seed = 0                # the sampler's seed: the same suggestions on a re-run
+    pruner = "median"       # or "none"
+    warmup_epochs = 2       # no pruning in the first epochs
+
 Paths to other files (``reference``, ``reference_sweeps``) are relative to the sweep file;
 ``root`` (where the runs go, default ``runs/sweeps``) is relative to the current directory,
 like ``smto train --out``. Every error names its field, and all errors are reported at once.
@@ -38,6 +49,8 @@ from typing import Any
 
 from smto import registry
 from smto.problems import parse_tasks, problem_class
+from smto.sweep import space
+from smto.sweep.space import Dimension, Range
 from smto.train.config import RunConfig
 
 DEFAULT_ROOT = "runs/sweeps"
@@ -53,6 +66,8 @@ TOP_LEVEL = (
     "reference",
     "reference_sweeps",
     "retries",
+    "sampler",
+    "tpe",
     "seeds",
     "fixed",
     "grid",
@@ -60,6 +75,8 @@ TOP_LEVEL = (
     "method_params",
 )
 SEED_KEYS = ("runs", "extra", "first")
+SAMPLERS = ("grid", "tpe")
+PRUNERS = ("median", "none")
 MAX_LISTED = 8
 
 
@@ -74,6 +91,26 @@ class SweepError(ValueError):
 
 
 @dataclass(frozen=True)
+class Tpe:
+    """Stage 1 of a TPE sweep: per method (and task set), an Optuna TPE search of at most
+    ``trials`` runs (the budget: completed, diverged and pruned runs), its suggestions drawn
+    with ``seed``, the first ``startup_trials`` at random; the median pruner (``pruner =
+    "median"``) stops a run whose validation score is below the median of the finished runs
+    at the same epoch, not in its first ``warmup_epochs`` epochs and only once
+    ``pruner_startup_trials`` runs have finished."""
+
+    trials: int
+    seed: int = 0
+    startup_trials: int = 10
+    pruner: str = "median"
+    warmup_epochs: int = 0
+    pruner_startup_trials: int = 5
+
+
+TPE_KEYS = tuple(f.name for f in dataclasses.fields(Tpe))
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A validated sweep. ``tasks`` holds one task set ("CL_RR") or, for a single-task
     reference sweep, several single tasks (each its own grid). Paths are absolute."""
@@ -83,8 +120,9 @@ class Sweep:
     tasks: tuple[str, ...]
     methods: tuple[str, ...]
     fixed: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-    method_grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    grid: dict[str, Dimension] = field(default_factory=dict)
+    """Lists of values (a grid), or for a TPE sweep also ranges."""
+    method_grids: dict[str, dict[str, Dimension]] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: int = 1
     extra: int = 0
@@ -95,6 +133,9 @@ class Sweep:
     reference: str | None = None
     reference_sweeps: tuple[str, ...] = ()
     description: str = ""
+    sampler: str = "grid"
+    tpe: Tpe | None = None
+    """The TPE search's settings (``sampler = "tpe"`` only)."""
 
     @property
     def single_task(self) -> bool:
@@ -110,21 +151,37 @@ class Sweep:
         return range(start, start + self.extra)
 
     @property
-    def n_configurations(self) -> int:
-        shared = _count(self.grid)
-        return len(self.tasks) * sum(
-            shared * _count(self.method_grids.get(m, {})) for m in self.methods
-        )
+    def n_configurations(self) -> float:
+        """How many configurations the sweep's space holds (inf with a continuous range)."""
+        return len(self.tasks) * sum(space.size(self.space(m)) for m in self.methods)
+
+    def space(self, method: str) -> dict[str, Dimension]:
+        """The swept settings of ``method``: shared ones by field name, its own as
+        ``method.name`` (the names of a configuration's settings)."""
+        own = self.method_grids.get(method, {})
+        return {**self.grid, **{f"{method}.{k}": v for k, v in own.items()}}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (what a study stores, and compares on a re-run)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """A JSON-ready dict (what a study stores, and compares on a re-run). A grid sweep's
+        has no sampler fields, as before TPE sweeps existed, so that its stored studies
+        still match."""
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        if self.sampler == "grid":
+            del data["sampler"], data["tpe"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sweep:
         data = dict(data)
         for name in ("tasks", "methods", "reference_sweeps"):
             data[name] = tuple(data[name])
+        data["grid"] = {k: space.from_json(v) for k, v in data["grid"].items()}
+        data["method_grids"] = {
+            m: {k: space.from_json(v) for k, v in grid.items()}
+            for m, grid in data["method_grids"].items()
+        }
+        if data.get("tpe") is not None:
+            data["tpe"] = Tpe(**data["tpe"])
         return cls(**data)
 
 
@@ -170,13 +227,6 @@ def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, values))
 
 
-def _count(grid: dict[str, list[Any]]) -> int:
-    total = 1
-    for values in grid.values():
-        total *= len(values)
-    return total
-
-
 def _toml_loads(text: str) -> dict[str, Any]:
     try:
         import tomllib
@@ -193,6 +243,16 @@ def _toml_loads(text: str) -> dict[str, Any]:
         raise ValueError(str(error)) from None
 
 
+def _values(where: str, dimension: Dimension) -> Iterator[tuple[str, Any]]:
+    """Each value of a dimension with its field (``grid.lr[1]``; a range: its two ends)."""
+    if isinstance(dimension, Range):
+        yield f"{where}.low", dimension.low
+        yield f"{where}.high", dimension.high
+    else:
+        for i, value in enumerate(dimension):
+            yield f"{where}[{i}]", value
+
+
 def _run_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(RunConfig)}
 
@@ -204,6 +264,7 @@ class _Checker:
         self.data = data
         self.source = source
         self.errors: list[str] = []
+        self.sampler = "grid"
 
     def error(self, message: str) -> None:
         self.errors.append(message)
@@ -218,6 +279,8 @@ class _Checker:
         known_problem = self.problem(problem)
         tasks = self.tasks(problem if known_problem else None)
         methods = self.methods()
+        self.sampler = self.sampler_name()
+        tpe = self.tpe()
         runs, extra, first = self.seeds()
         retries = self.integer("retries", data.get("retries", 2), minimum=0)
         fixed = self.run_fields("fixed")
@@ -246,7 +309,11 @@ class _Checker:
             reference=self.path("reference"),
             reference_sweeps=tuple(self.reference_sweeps()),
             description=self.description(),
+            sampler=self.sampler,
+            tpe=tpe,
         )
+        if tpe is not None:
+            self.budget(sweep, tpe)
         self.references(sweep, root, stack, known_problem)
         if known_problem and tasks and methods:
             self.configurations(sweep)
@@ -346,7 +413,64 @@ class _Checker:
         runs = self.integer("seeds.runs", table.get("runs", 1), minimum=1)
         extra = self.integer("seeds.extra", table.get("extra", 0), minimum=0)
         first = self.integer("seeds.first", table.get("first", 0), minimum=0)
+        if self.sampler == "tpe" and runs > 1:
+            self.error(
+                "seeds.runs: a TPE sweep runs each configuration it tries once, at seed "
+                "seeds.first; the best configuration's further seeds are seeds.extra"
+            )
         return runs, extra, first
+
+    # -- the sampler ----------------------------------------------------------------------
+
+    def sampler_name(self) -> str:
+        value = self.data.get("sampler", "grid")
+        if value not in SAMPLERS:
+            self.error(f"sampler: must be one of {', '.join(SAMPLERS)}, got {value!r}")
+            return "grid"
+        return str(value)
+
+    def tpe(self) -> Tpe | None:
+        table = self.data.get("tpe")
+        if self.sampler != "tpe":
+            if table is not None:
+                self.error('tpe: only for sampler = "tpe" (this sweep is a grid)')
+            return None
+        if not isinstance(table, dict) or "trials" not in table:
+            self.error(
+                "tpe.trials: missing; a TPE sweep needs its budget, the runs each method's "
+                "search may make: [tpe] trials = N"
+            )
+            table = table if isinstance(table, dict) else {}
+        unknown = sorted(set(table) - set(TPE_KEYS))
+        if unknown:
+            self.error(f"tpe: unknown key(s) {unknown}; valid: {', '.join(TPE_KEYS)}")
+        defaults = Tpe(trials=1)
+        values = {
+            key: self.integer(f"tpe.{key}", table.get(key, getattr(defaults, key)), minimum)
+            for key, minimum in (
+                ("trials", 1),
+                ("seed", 0),
+                ("startup_trials", 0),
+                ("warmup_epochs", 0),
+                ("pruner_startup_trials", 0),
+            )
+        }
+        pruner = table.get("pruner", defaults.pruner)
+        if pruner not in PRUNERS:
+            self.error(f"tpe.pruner: must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+            pruner = defaults.pruner
+        return Tpe(pruner=pruner, **values)
+
+    def budget(self, sweep: Sweep, tpe: Tpe) -> None:
+        """A budget beyond a finite space would only repeat configurations."""
+        for method in sweep.methods:
+            points = space.size(sweep.space(method))
+            if tpe.trials > points:
+                self.error(
+                    f"tpe.trials: {tpe.trials} trials exceed the {points} configuration(s) of "
+                    f"{method}'s search space; give at most {points}, widen the space (a "
+                    'range), or list every configuration with sampler = "grid"'
+                )
 
     # -- tables -------------------------------------------------------------------------
 
@@ -372,13 +496,18 @@ class _Checker:
 
     def grid_table(
         self, table: str, values: Any, check_key: Callable[[str, str], bool]
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, Dimension]:
         if not isinstance(values, dict):
             self.error(f"{table}: must be a table of lists of values, got {values!r}")
             return {}
-        grid: dict[str, list[Any]] = {}
+        grid: dict[str, Dimension] = {}
         for key, candidates in values.items():
             if not check_key(table, key):
+                continue
+            if isinstance(candidates, dict):
+                found = self.range(f"{table}.{key}", candidates)
+                if found is not None:
+                    grid[key] = found
                 continue
             if not isinstance(candidates, list) or not candidates:
                 self.error(
@@ -390,8 +519,33 @@ class _Checker:
             if len(set(texts)) != len(texts):
                 self.error(f"{table}.{key}: repeated values in {candidates}")
                 continue
+            if self.sampler == "tpe" and not self.choices(f"{table}.{key}", candidates):
+                continue
             grid[key] = candidates
         return grid
+
+    def range(self, where: str, table: dict[str, Any]) -> Range | None:
+        if self.sampler != "tpe":
+            self.error(
+                f'{where}: a range needs sampler = "tpe"; a grid sweep lists its values (a list)'
+            )
+            return None
+        found, errors = space.parse_range(where, table)
+        for message in errors:
+            self.error(message)
+        return found
+
+    def choices(self, where: str, candidates: list[Any]) -> bool:
+        """TPE chooses among numbers, strings and booleans (Optuna's categorical choices)."""
+        ok = True
+        for i, value in enumerate(candidates):
+            if not isinstance(value, (str, int, float, bool)):
+                self.error(
+                    f"{where}[{i}]: a TPE choice must be a number, string or boolean, got "
+                    f"{value!r} (a grid sweep can list it)"
+                )
+                ok = False
+        return ok
 
     def method_tables(
         self, table: str, methods: tuple[str, ...], grids: bool
@@ -511,7 +665,8 @@ class _Checker:
 
     def configurations(self, sweep: Sweep) -> None:
         """Builds RunConfigs: each value alone (so an error names its field), then every
-        configuration of the grid (settings that are only wrong together)."""
+        configuration of the grid (settings that are only wrong together; for ranges, their
+        ends)."""
         tasks = sweep.tasks[0]
         n_tasks = len(parse_tasks(tasks))
         # The plainest method, so that an error here is the field's own.
@@ -521,10 +676,9 @@ class _Checker:
                 f"fixed.{key} = {value!r}", lambda k=key, v=value: RunConfig(**base, **{k: v})
             )
         for key, values in sweep.grid.items():
-            for i, value in enumerate(values):
+            for where, value in _values(f"grid.{key}", values):
                 self.attempt(
-                    f"grid.{key}[{i}] = {value!r}",
-                    lambda k=key, v=value: RunConfig(**base, **{k: v}),
+                    f"{where} = {value!r}", lambda k=key, v=value: RunConfig(**base, **{k: v})
                 )
         for name, params in sweep.method_params.items():
             for key, value in params.items():
@@ -534,9 +688,9 @@ class _Checker:
                 )
         for name, grid in sweep.method_grids.items():
             for key, values in grid.items():
-                for i, value in enumerate(values):
+                for where, value in _values(f"method_grids.{name}.{key}", values):
                     self.attempt(
-                        f"method_grids.{name}.{key}[{i}] = {value!r}",
+                        f"{where} = {value!r}",
                         lambda m=name, k=key, v=value: registry.create(m, n_tasks, **{k: v}),
                     )
         if self.errors:

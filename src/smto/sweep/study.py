@@ -2,6 +2,9 @@
 one trial per slot, and :meth:`SweepStudy.advance`, the idempotent step that plans what is
 missing (stage 1, then stage 2 once stage 1 is settled). Any process may advance a sweep:
 re-running ``smto sweep run`` skips what is done, and a worker alone can finish a sweep.
+
+A TPE sweep's stage 1 is its searches (:mod:`smto.sweep.search`, a study per method and
+task set) instead of enqueued slots; its stage 2 is enqueued here like a grid's.
 """
 
 from __future__ import annotations
@@ -14,17 +17,19 @@ from typing import TYPE_CHECKING, Any
 import smto
 from smto.evaluation.reference import Reference
 from smto.sweep.plan import Configuration, Slot, configurations, slots
+from smto.sweep.search import Search
 from smto.sweep.spec import Sweep
 from smto.sweep.stages import choose_stage2
 from smto.sweep.storage import require_optuna
 from smto.sweep.trials import (
+    SETTLED,
     SlotState,
     drop_duplicates,
     enqueue_missing,
     fail_stale,
     slot_states,
 )
-from smto.train import RunRecord, load_run
+from smto.train import RunConfig, RunRecord, load_run
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -50,10 +55,19 @@ class SweepStudy:
         self.sweep = Sweep.from_dict(attrs[SWEEP_ATTR])
         ref = attrs.get(REFERENCE_ATTR)
         self.reference = Reference(**ref) if ref else None
-        self.configurations: list[Configuration] = configurations(
-            self.sweep, self.reference.val if self.reference else None
-        )
-        self.stage1: list[Slot] = slots(self.configurations, self.sweep.stage1_seeds, 1)
+        values = self.reference.val if self.reference else None
+        self.searches: list[Search] = []
+        self.configurations: list[Configuration] = []
+        if self.sweep.sampler == "tpe":
+            self.searches = [
+                Search(storage, self.sweep, tasks, method, values)
+                for tasks in self.sweep.tasks
+                for method in self.sweep.methods
+            ]
+        else:
+            self.configurations = configurations(self.sweep, values)
+        self._grid: list[Slot] = slots(self.configurations, self.sweep.stage1_seeds, 1)
+        self._stage2: list[Slot] | None = None
 
     @classmethod
     def create(cls, storage: RDBStorage, sweep: Sweep, reference: Reference | None) -> SweepStudy:
@@ -77,16 +91,43 @@ class SweepStudy:
 
     # -- state ------------------------------------------------------------------------------
 
+    @property
+    def stage1(self) -> list[Slot]:
+        """Stage 1's slots: the grid at each stage-1 seed, or the runs the TPE searches have
+        sampled so far."""
+        if not self.searches:
+            return self._grid
+        return [slot for search in self.searches for slot in search.slots()]
+
     def states(self) -> dict[str, SlotState]:
-        return slot_states(self.storage, self.study_id)
+        """Every slot's trials (the searches' too), by slot key."""
+        return self._with_searches(slot_states(self.storage, self.study_id))
+
+    def _with_searches(self, states: dict[str, SlotState]) -> dict[str, SlotState]:
+        for search in self.searches:
+            states = {**states, **search.states()}
+        return states
 
     def stage2(self) -> list[Slot] | None:
         """Stage 2's slots once chosen (None before)."""
-        keys = self.storage.get_study_user_attrs(self.study_id).get(STAGE2_ATTR)
-        if keys is None:
-            return None
-        chosen = [c for c in self.configurations if c.key in keys]
-        return slots(chosen, self.sweep.stage2_seeds, 2)
+        if self._stage2 is None:
+            keys = self.storage.get_study_user_attrs(self.study_id).get(STAGE2_ATTR)
+            if keys is None:
+                return None
+            candidates = self.configurations or self._sampled()
+            chosen = [c for c in candidates if c.key in keys]
+            self._stage2 = slots(chosen, self.sweep.stage2_seeds, 2)
+        return self._stage2
+
+    def _sampled(self) -> list[Configuration]:
+        """The configurations the TPE searches have run, each once."""
+        found: dict[str, Configuration] = {}
+        for slot in self.stage1:
+            config = RunConfig.from_dict(slot.config)
+            found.setdefault(
+                slot.configuration, Configuration(config.tasks, slot.method, slot.settings, config)
+            )
+        return list(found.values())
 
     def planned(self) -> list[Slot]:
         return self.stage1 + (self.stage2() or [])
@@ -95,12 +136,18 @@ class SweepStudy:
         retries = self.sweep.retries
         return all(states.get(s.key, SlotState()).settled(retries) for s in planned)
 
+    def stage1_settled(self, states: dict[str, SlotState]) -> bool:
+        """Every stage-1 run has its result: the grid's slots, or the searches' budgets."""
+        if self.searches:
+            return all(search.settled() for search in self.searches)
+        return self.settled(self.stage1, states)
+
     def finished(self, states: dict[str, SlotState]) -> bool:
-        stage2 = self.stage2()
-        if not self.settled(self.stage1, states):
+        if not self.stage1_settled(states):
             return False
         if self.sweep.extra == 0:
             return True
+        stage2 = self.stage2()
         return stage2 is not None and self.settled(stage2, states)
 
     # -- planning ---------------------------------------------------------------------------
@@ -110,19 +157,22 @@ class SweepStudy:
         slot that lacks a trial (retries included) and, once stage 1 is settled, chooses and
         enqueues stage 2. Idempotent."""
         fail_stale(self.storage, self.name, grace_period)
-        states = self.states()
-        if drop_duplicates(self.storage, self.study_id, states):
-            states = self.states()
+        for search in self.searches:
+            fail_stale(self.storage, search.name, grace_period)
+        main = slot_states(self.storage, self.study_id)
+        if drop_duplicates(self.storage, self.study_id, main):
+            main = slot_states(self.storage, self.study_id)
         root, retries = self.sweep.root, self.sweep.retries
-        added = enqueue_missing(self.storage, self.study_id, self.stage1, states, root, retries)
-        if self.sweep.extra and not added and self.settled(self.stage1, states):
+        added = enqueue_missing(self.storage, self.study_id, self._grid, main, root, retries)
+        states = self._with_searches(main)
+        if self.sweep.extra and not added and self.stage1_settled(states):
             stage2 = self.stage2()
             if stage2 is None:
                 keys = choose_stage2(self.sweep, self.records(self.stage1, states), self.reference)
                 self.storage.set_study_user_attr(self.study_id, STAGE2_ATTR, keys)
                 stage2 = self.stage2()
                 assert stage2 is not None
-            added += enqueue_missing(self.storage, self.study_id, stage2, states, root, retries)
+            added += enqueue_missing(self.storage, self.study_id, stage2, main, root, retries)
         return self.states() if added else states
 
     def records(self, planned: list[Slot], states: dict[str, SlotState]) -> list[RunRecord]:
@@ -132,7 +182,7 @@ class SweepStudy:
         for slot in planned:
             state = states.get(slot.key, SlotState())
             status = state.status(self.sweep.retries)
-            if status not in ("completed", "diverged", "failed"):
+            if status not in SETTLED:
                 continue
             directory = Path(self.sweep.root) / slot.key
             try:

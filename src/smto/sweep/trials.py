@@ -18,6 +18,9 @@ Why exactly once:
 4. Accounting is per slot (:class:`SlotState`): one result per configuration x seed, however
    many trials it took.
 
+A PRUNED trial is either a retired duplicate (it has ``duplicate_of``) or, in a TPE search
+(:mod:`smto.sweep.search`), a run its pruner stopped: a result, like a COMPLETE trial.
+
 A worker whose heartbeat thread stalls longer than the grace period while it still trains is
 taken for dead (the one gap): it notices at its next epoch (its trial is no longer RUNNING)
 and stops, and the retry resumes from the checkpoint.
@@ -46,6 +49,16 @@ between claiming it and its first heartbeat) is left before it is failed; genero
 claim's start time comes from the claiming machine's clock."""
 
 
+LIVE = ("WAITING", "RUNNING", "COMPLETE")
+SETTLED = ("completed", "diverged", "pruned", "failed")
+"""Slot statuses that are final (results)."""
+
+
+def is_pruned_run(trial: FrozenTrial) -> bool:
+    """A PRUNED trial that is a run stopped by a pruner, not a retired duplicate."""
+    return trial.state.name == "PRUNED" and "duplicate_of" not in trial.user_attrs
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -62,7 +75,8 @@ class SlotState:
 
     @property
     def live(self) -> list[FrozenTrial]:
-        return self.in_state("WAITING", "RUNNING", "COMPLETE")
+        """The trials that hold or will give the slot's result."""
+        return [t for t in self.trials if t.state.name in LIVE or is_pruned_run(t)]
 
     @property
     def failures(self) -> int:
@@ -70,14 +84,17 @@ class SlotState:
 
     @property
     def result(self) -> FrozenTrial | None:
-        """The completed trial (the slot's result), if any."""
-        done = self.in_state("COMPLETE")
+        """The finished trial (the slot's result: a completed or a pruned run), if any."""
+        done = [t for t in self.trials if t.state.name == "COMPLETE" or is_pruned_run(t)]
         return done[0] if done else None
 
     def status(self, retries: int) -> str:
-        """completed | diverged | failed (out of retries) | running | waiting | unplanned."""
-        if self.result is not None:
-            return str(self.result.user_attrs.get("status", "completed"))
+        """completed | diverged | pruned | failed (out of retries) | running | waiting |
+        unplanned."""
+        result = self.result
+        if result is not None:
+            default = "pruned" if result.state.name == "PRUNED" else "completed"
+            return str(result.user_attrs.get("status", default))
         if self.in_state("RUNNING"):
             return "running"
         if self.in_state("WAITING"):
@@ -87,7 +104,7 @@ class SlotState:
         return "waiting" if self.failures else "unplanned"
 
     def settled(self, retries: int) -> bool:
-        return self.status(retries) in ("completed", "diverged", "failed")
+        return self.status(retries) in SETTLED
 
     def latest(self, key: str, default: Any = None) -> Any:
         """A user attribute from the newest trial that has it (progress of the slot's run)."""

@@ -24,20 +24,17 @@ from torch import Tensor
 import smto
 from smto import registry
 from smto.evaluation import delta_m
-from smto.method import LossMethod, Method
+from smto.method import Method
 from smto.models.base import SharedEncoderModel
 from smto.optim import PerTaskAdam, SignSGD
 from smto.problems import Batch, Problem, create_problem, problem_options
 from smto.train.config import RunConfig
 from smto.train.records import BEST_MODEL, CHECKPOINT, RunRecord
+from smto.train.step import Diverged, training_step
 
 EpochCallback = Callable[[RunRecord], None]
 FINISHED = ("completed", "diverged", "pruned")
 """Statuses of runs that are not resumed."""
-
-
-class Diverged(Exception):
-    """A loss became NaN or infinite."""
 
 
 class Pruned(Exception):
@@ -181,33 +178,27 @@ class _Run:
         validation = self._validation_cycle(epoch) if method.needs_validation_batch else None
         for batch in problem.batches("train", self.config.batch_size, self.data_generator):
             batch = batch.to(self.device)
-            if validation is not None:
-                lr = self.optimizer.param_groups[0]["lr"]
-                method.validation_step(self._task_losses, model, batch, next(validation), lr)
-            self.optimizer.zero_grad(set_to_none=True)
-            features, outputs = model(batch.inputs, head_inputs=method.head_inputs)
-            losses = problem.losses(outputs, batch.targets)
-            if not bool(torch.isfinite(losses).all()):
-                values = ", ".join(f"{t}={v:.4g}" for t, v in zip(problem.tasks, losses.tolist()))
-                raise Diverged(f"non-finite loss in epoch {epoch} ({values})")
-            if self.per_task:
-                assert isinstance(method, LossMethod)
-                result = method.backward(losses, self.shared, features, per_task_grads=True)
-            else:
-                result = method.backward(losses, self.shared, features)
-            self.optimizer.step()
-            if method.needs_post_step:
-                with torch.no_grad():
-                    method.post_step(self._task_losses(batch))
-            sums.losses += losses.detach()
+            val = next(validation) if validation is not None else None
+            try:
+                losses, result = training_step(
+                    model,
+                    method,
+                    self.optimizer,
+                    problem.losses,
+                    batch.inputs,
+                    batch.targets,
+                    self.shared,
+                    per_task_grads=self.per_task,
+                    validation=None if val is None else (val.inputs, val.targets),
+                    task_names=problem.tasks,
+                )
+            except Diverged as error:
+                raise Diverged(f"non-finite loss in epoch {epoch} ({error})") from None
+            sums.losses += losses
             sums.weights += result.weights.to(sums.weights.dtype)
             sums.steps += 1
         method.end_epoch()
         return sums
-
-    def _task_losses(self, batch: Batch) -> Tensor:
-        _, outputs = self.model(batch.inputs, head_inputs=self.method.head_inputs)
-        return self.problem.losses(outputs, batch.targets)
 
     def _validation_cycle(self, epoch: int) -> Iterator[Batch]:
         """Validation batches for Auto-Lambda: shuffled, cycled, restarted each epoch from a

@@ -1,0 +1,72 @@
+"""One training step of any method: the whole hot path in one function.
+
+The engine calls it for every batch and the step benchmark times it, so what is measured is
+what trains. The method's declarations are served generically: Auto-Lambda's validation
+batch, RotoGrad's per-task head inputs, per-task gradients for per-task optimizers, FAMO's
+second forward after the optimizer step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from smto.method import LossMethod, Method, StepResult
+from smto.models.base import SharedEncoderModel
+
+LossFn = Callable[[Mapping[str, Tensor], Any], Tensor]
+"""Maps the heads' outputs and a batch's targets to the (K,) task losses."""
+
+
+class Diverged(Exception):
+    """A loss became NaN or infinite."""
+
+
+def training_step(
+    model: SharedEncoderModel,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    inputs: Any,
+    targets: Any,
+    shared: Sequence[Tensor],
+    *,
+    per_task_grads: bool = False,
+    validation: tuple[Any, Any] | None = None,
+    task_names: Sequence[str] | None = None,
+) -> tuple[Tensor, StepResult]:
+    """Trains on one batch; returns the detached (K,) losses and the method's report.
+
+    ``validation`` is the (inputs, targets) of a validation batch for methods that declare
+    ``needs_validation_batch``. A non-finite loss raises :class:`Diverged` before any update.
+    """
+
+    def task_losses(batch: tuple[Any, Any]) -> Tensor:
+        _, outputs = model(batch[0], head_inputs=method.head_inputs)
+        return loss_fn(outputs, batch[1])
+
+    if method.needs_validation_batch:
+        if validation is None:
+            raise ValueError(f"{method.display_name} needs a validation batch each step")
+        lr = optimizer.param_groups[0]["lr"]
+        method.validation_step(task_losses, model, (inputs, targets), validation, lr)
+    optimizer.zero_grad(set_to_none=True)
+    features, outputs = model(inputs, head_inputs=method.head_inputs)
+    losses = loss_fn(outputs, targets)
+    if not bool(torch.isfinite(losses).all()):
+        names = task_names or [str(k) for k in range(losses.shape[0])]
+        raise Diverged(", ".join(f"{t}={v:.4g}" for t, v in zip(names, losses.tolist())))
+    if per_task_grads:
+        if not isinstance(method, LossMethod):
+            raise ValueError("per-task gradients need a loss-based method")
+        result = method.backward(losses, shared, features, per_task_grads=True)
+    else:
+        result = method.backward(losses, shared, features)
+    optimizer.step()
+    if method.needs_post_step:
+        with torch.no_grad():
+            method.post_step(task_losses((inputs, targets)))
+    return losses.detach(), result
