@@ -45,3 +45,35 @@ def test_two_workers_on_postgresql_run_every_configuration_and_seed_once(tmp_pat
         assert_exactly_once(storage, study, tmp_path / "runs")
     finally:
         optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_two_workers_on_postgresql_share_a_tpe_budget(tmp_path):
+    import optuna
+
+    from smto.sweep.search import tally
+
+    assert URL is not None
+    name = f"pg-tpe-{uuid.uuid4().hex[:8]}"
+    fixed = {"epochs": 2, "batch_size": 32, "problem_options": {"sizes": [512, 64, 64]}}
+    path = toy_sweep(
+        tmp_path,
+        name,
+        sampler="tpe",
+        tpe={"trials": 5, "startup_trials": 2},
+        seeds={"runs": 1},
+        grid={"lr": {"low": 1e-3, "high": 3e-2, "log": True}},
+        fixed=fixed,
+    )
+    settings = WorkerSettings(**FAST)
+    storage = settings.open(URL)
+    study = SweepStudy.create(storage, load_sweep(path), None)
+    try:
+        workers = [start_worker(URL, name, tmp_path / f"worker{i}.log") for i in range(2)]
+        wait_all(workers)
+        (search,) = study.searches
+        counts = tally(search.trials())
+        assert (counts.results, counts.running, counts.failed) == (5, 0, 0)
+        assert study.finished(study.advance(settings.grace_period))
+    finally:
+        for study_name in (name, *(s.name for s in study.searches)):
+            optuna.delete_study(study_name=study_name, storage=storage)
