@@ -67,6 +67,7 @@ def training_step(
         result = method.backward(losses, shared, features)
     optimizer.step()
     if method.needs_post_step:
-        with torch.no_grad():
-            method.post_step(task_losses((inputs, targets)))
+        with torch.inference_mode():
+            after = task_losses((inputs, targets))
+        method.post_step(after)
     return losses.detach(), result
