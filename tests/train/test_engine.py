@@ -59,7 +59,7 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["famo", "dwa", "pcgrad", "uw"])
+@pytest.mark.parametrize("method", ["famo", "dwa", "pcgrad", "uw", "rotograd", "auto_lambda"])
 def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, method):
     config = RunConfig(**TOY, method=method, epochs=4, dropout=0.1)
     full = train(config, tmp_path / "full")
