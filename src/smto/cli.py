@@ -104,6 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from smto.compare import compare, format_comparison
+    from smto.train import FINISHED
 
     for name in args.methods:
         registry.spec(name)
@@ -111,7 +112,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     records = compare(args.methods, base, args.out, args.data_dir, progress=not args.quiet)
     print(format_comparison(records))
     print(f"\nruns in {args.out}")
-    return 0
+    return 0 if all(r.status in FINISHED for r in records) else 1
 
 
 def _cmd_bench_step(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -36,15 +37,20 @@ MODES: tuple[str, ...] = ("auto", "batched", "sequential")
 class TaskGradients:
     """Per-task gradients of one step.
 
-    ``matrix`` is the K x N matrix of the task gradients of the tensors of interest (shared
-    parameters, flattened and concatenated; or the flattened representation).
+    ``shared_grads`` are the per-task gradients of the tensors of interest (the shared
+    parameters, or the representation), each of shape (K, *tensor.shape); ``matrix`` is them
+    flattened and concatenated into one K x N matrix (built on first use).
     ``other_params`` are the remaining leaves the losses depend on (heads, a method's own
     parameters) and ``other_grads`` their per-task gradients, each of shape (K, *param.shape).
     """
 
-    matrix: Tensor
+    shared_grads: list[Tensor]
     other_params: list[Tensor]
     other_grads: list[Tensor]
+
+    @cached_property
+    def matrix(self) -> Tensor:
+        return flatten_rows(self.shared_grads)
 
 
 class GradientEngine:
@@ -161,8 +167,7 @@ class GradientEngine:
         eye = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
         grads = self.vjp(losses, [*shared, *others], eye, retain_graph=retain_graph)
         n = len(shared)
-        matrix = flatten_rows(grads[:n])
-        return TaskGradients(matrix=matrix, other_params=others, other_grads=grads[n:])
+        return TaskGradients(shared_grads=grads[:n], other_params=others, other_grads=grads[n:])
 
 
 def prefers_sequential(device: torch.device) -> bool:

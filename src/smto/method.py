@@ -221,11 +221,12 @@ class LossMethod(Method):
             raise ValueError("per_task_grads=True needs shared_params")
         shared = list(shared_params)
         grads = self.engine.task_gradients(terms, shared)
-        sizes = [p.numel() for p in shared]
-        for p, g in zip(shared, torch.split(grads.matrix, sizes, dim=1)):
-            p.task_grads = g.reshape(self.n_tasks, *p.shape)
-        accumulate_flat(shared, grads.matrix.sum(dim=0))
-        accumulate_grad(grads.other_params, [g.sum(dim=0) for g in grads.other_grads])
+        for p, g in zip(shared, grads.shared_grads):
+            p.task_grads = g
+        accumulate_grad(
+            [*shared, *grads.other_params],
+            [g.sum(dim=0) for g in (*grads.shared_grads, *grads.other_grads)],
+        )
         return self._report(weights)
 
 

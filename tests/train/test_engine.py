@@ -213,3 +213,25 @@ def test_a_pruned_run_ends_for_good(tmp_path):
     assert len(record.history) == 2 and record.best_epoch is not None
     again = train(config, tmp_path)  # not resumed
     assert again.status == "pruned" and len(again.history) == 2
+
+
+def test_a_kill_between_checkpoint_and_record_loses_nothing(tmp_path):
+    import json
+
+    config = RunConfig(**TOY, method="famo", epochs=4)
+    full = train(config, tmp_path / "full")
+
+    def stop_after_two(record):
+        if len(record.history) == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "cut", on_epoch_end=stop_after_two)
+    # Simulate a kill after the epoch-2 checkpoint but before its record.json was written.
+    path = run_dir(config, tmp_path / "cut") / "record.json"
+    stale = json.loads(path.read_text())
+    stale["history"] = stale["history"][:1]
+    path.write_text(json.dumps(stale))
+    resumed = train(config, tmp_path / "cut")
+    assert history_without_times(resumed) == history_without_times(full)
+    assert resumed.best_epoch == full.best_epoch

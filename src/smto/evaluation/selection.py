@@ -67,7 +67,9 @@ def group_runs(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
 
 
 def finished(records: Iterable[RunRecord]) -> list[RunRecord]:
-    """The records that are results: completed, diverged or failed (not running/interrupted)."""
+    """The records that are results: completed, diverged, pruned or failed (not running or
+    interrupted). A pruned run counts with the best epoch it reached before it was stopped
+    (a pruner stops runs that are doing worse), so sweeps and reports choose alike."""
     return [r for r in records if r.status not in UNFINISHED]
 
 

@@ -212,7 +212,8 @@ class AutoLambda(LossMethod):
         norm = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(d) for d in direction])
         )
-        if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
+        value = float(norm)  # one host synchronization for both checks
+        if not math.isfinite(value) or value == 0.0:
             return torch.zeros_like(losses.detach())
         eps = FD_SCALE / norm
         with torch.no_grad():

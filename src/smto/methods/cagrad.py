@@ -23,19 +23,13 @@ EPS = 1e-8
 """The constant inside the square root of CAGrad's objective (as in the original)."""
 
 
-def cagrad_objective(gram: np.ndarray, w: np.ndarray, c: float) -> float:
-    """F(w) = w^T A b + c sqrt(w^T A w + 1e-8) with b = 1/K (the original's objective)."""
-    k = gram.shape[0]
-    return float(w @ gram @ np.full(k, 1.0 / k) + c * math.sqrt(max(w @ gram @ w, 0.0) + EPS))
-
-
 def cagrad_inner(gram: np.ndarray, c: float, tol: float = 1e-9) -> tuple[np.ndarray, dict]:
     """Minimizes F(w) = g0^T g_w + c sqrt(|g_w|^2 + 1e-8) over the simplex (g_w = w @ G).
 
     With ``sqrt(x) = min_{s > 0} (x / s + s) / 2``, F(w) = min_s Phi(w, s) where, for a fixed
     s, minimizing Phi over w is the min-norm problem of the shifted points
-    ``g_i + (s / c) g0`` (solved exactly by :func:`min_norm_weights`). phi(s) = min_w Phi(w, s)
-    is convex in s (Phi is jointly convex: a perspective), with derivative
+    ``g_i + (s / c) g0`` (solved exactly by ``smto.solvers.min_norm.solve_min_norm``).
+    phi(s) = min_w Phi(w, s) is convex in s (Phi is jointly convex: a perspective), with derivative
     ``(c / 2) (1 - (|g_w(s)|^2 + 1e-8) / s^2)``, so the optimal s is the root of
     ``s^2 - |g_w(s)|^2 - 1e-8``, bracketed by ``[sqrt(1e-8), sqrt(max_k |g_k|^2 + 1e-8)]``
     and found by Brent's method; ``|g_w(s)|`` is unique (the min-norm point is), so the root

@@ -201,7 +201,7 @@ class CDTT(EDM):
                 f"needs ({self.n_tasks}, {self.window}) (n_tasks, window)"
             )
         super().set_extra_state(state)
-        self._norms = norms.to(torch.float64).clone()
+        self._norms = norms.to("cpu", torch.float64).clone()
         self._steps = int(state["steps"])
         previous = state["previous"]
-        self._previous = None if previous is None else previous.to(torch.float64).clone()
+        self._previous = None if previous is None else previous.to("cpu", torch.float64).clone()

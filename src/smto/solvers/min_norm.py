@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["kkt_violation", "min_norm_weights"]
+__all__ = ["min_norm_weights", "solve_min_norm"]
 
 
 def min_norm_weights(
@@ -60,18 +60,6 @@ def min_norm_weights(
     w, converged, iterations = solve_min_norm(a, max_iter, tol)
     weights = torch.from_numpy(w).to(device=gram.device, dtype=gram.dtype)
     return weights, {"converged": float(converged), "solver_iterations": float(iterations)}
-
-
-def kkt_violation(a: np.ndarray, w: np.ndarray) -> float:
-    """The largest violation of the simplex problem's optimality conditions at ``w``.
-
-    With ``g = A w`` and ``q = w^T A w``: ``max(-min(w), max_k (q - g_k),
-    max_{w_k > 0} (g_k - q))``, on ``A`` scaled to a largest diagonal entry of 1.
-    """
-    a = _normalized(np.asarray(a, dtype=np.float64))
-    if a is None:
-        return 0.0
-    return _violation(a, np.asarray(w, dtype=np.float64))
 
 
 def _normalized(a: np.ndarray) -> np.ndarray | None:

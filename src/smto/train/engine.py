@@ -10,6 +10,7 @@ loss ends the run as "diverged".
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -29,7 +30,7 @@ from smto.models.base import SharedEncoderModel
 from smto.optim import PerTaskAdam, SignSGD
 from smto.problems import Batch, Problem, create_problem, problem_options
 from smto.train.config import RunConfig
-from smto.train.records import BEST_MODEL, CHECKPOINT, RunRecord
+from smto.train.records import BEST_MODEL, CHECKPOINT, RunRecord, atomic_write
 from smto.train.step import Diverged, training_step
 
 EpochCallback = Callable[[RunRecord], None]
@@ -240,7 +241,9 @@ class _Run:
             "test": None,
         }
         best = self.record.best_score
-        improved = best is None or (math.isfinite(score) and score > best)
+        improved = best is None or (
+            math.isfinite(score) and (not math.isfinite(best) or score > best)
+        )
         metric_improved = self._improved_metrics(val) if self.problem.n_tasks == 1 else []
         if improved or metric_improved:
             entry["test"], _ = self._evaluate("test")
@@ -304,6 +307,9 @@ class _Run:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "data": self.data_generator.get_state(),
             },
+            # The record as of this checkpoint: a kill between the two writes below cannot
+            # leave a resumed run with a history or best epoch of another epoch.
+            "record": copy.deepcopy(self.record.to_dict()),
         }
         _atomic_torch_save(state, self.directory / CHECKPOINT)
         self.record.save(self.directory)
@@ -312,21 +318,18 @@ class _Run:
         path = self.directory / CHECKPOINT
         if not path.exists():
             return
-        from smto.train.records import load_run
-
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        # On the CPU: RNG states must be CPU byte tensors; load_state_dict moves the rest.
+        state = torch.load(path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
+        torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.data_generator.set_state(state["rng"]["data"])
-        record = load_run(self.directory)
-        record.history = record.history[: state["epochs_done"]]
-        self.record = record
+        self.record = RunRecord.from_dict(state["record"])
         self.start_epoch = state["epochs_done"]
 
 
@@ -405,9 +408,7 @@ def _make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _progress_bar(total: int, done: int):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from smto.data.paths import set_default_mode
 
 RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
@@ -61,17 +63,24 @@ class RunRecord:
         atomic_write_text(run_dir / RECORD, json.dumps(self.to_dict(), indent=1, allow_nan=True))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Writes ``path`` through a unique temporary file in the same directory and a rename,
+    so readers (and a killed writer) never see a partial file; the usual permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        set_default_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def load_run(path: str | os.PathLike[str]) -> RunRecord:
