@@ -36,22 +36,77 @@ def lenet_losses_fn(model, seed=0, batch=8):
     return losses
 
 
+def lenet_losses_and_features(model, seed=0, batch=8):
+    """Like :func:`lenet_losses_fn`, but also returns the representation."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, 28, 28, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    r = torch.randn(batch, 28, 28, generator=g, dtype=torch.float64)
+    z, out = model(x)
+    losses = torch.stack(
+        [torch.nn.functional.nll_loss(out["CL"], y), ((out["RR"] - r) ** 2).mean()]
+    )
+    return z, losses
+
+
+@pytest.mark.parametrize("through_heads", [False, True])
 @pytest.mark.parametrize(
     ("mode", "chunk"), [("sequential", None), ("batched", None), ("batched", 1), ("auto", None)]
 )
-def test_every_strategy_gives_the_exact_jacobian_on_lenet(mode, chunk):
+def test_every_strategy_gives_the_exact_jacobian_on_lenet(mode, chunk, through_heads):
     torch.manual_seed(0)
     model = multi_lenet(("CL", "RR")).double()
     losses_fn = lenet_losses_fn(model)
     shared = list(model.encoder.parameters())
     expected = reference_jacobian(losses_fn, shared)
-    grads = GradientEngine(mode, chunk_size=chunk).task_gradients(losses_fn(), shared)
+    z, losses = lenet_losses_and_features(model)
+    engine = GradientEngine(mode, chunk_size=chunk)
+    grads = engine.task_gradients(losses, shared, z if through_heads else None)
     torch.testing.assert_close(grads.matrix, expected, rtol=1e-5, atol=1e-8)
-    # Heads: each head's per-task gradient is that task's gradient, zero for the other task.
-    heads = {id(p) for p in model.heads.parameters()}
-    assert {id(p) for p in grads.other_params} == heads
-    for p, g in zip(grads.other_params, grads.other_grads):
-        assert g.shape == (2, *p.shape)
+    # Heads: each head's per-task gradient is that task's gradient, zero (or absent, when
+    # each head is traversed once) for the other task.
+    heads = dict(model.heads.named_parameters())
+    assert {id(p) for p in grads.other_params} == {id(p) for p in heads.values()}
+    for k, task in enumerate(("CL", "RR")):
+        own = {id(p) for name, p in heads.items() if name.startswith(task)}
+        expected_head = torch.autograd.grad(losses_fn()[k], list(heads.values()), allow_unused=True)
+        by_id = {id(p): g for p, g in zip(heads.values(), expected_head)}
+        for j, p in enumerate(grads.other_params):
+            g = grads.other_grads[k][j]
+            if id(p) in own:
+                torch.testing.assert_close(g, by_id[id(p)])
+            else:
+                assert g is None or g.abs().max() == 0
+
+
+def test_scales_multiply_each_task_gradient():
+    torch.manual_seed(0)
+    model = multi_lenet(("CL", "RR")).double()
+    shared = list(model.encoder.parameters())
+    scales = torch.tensor([0.5, -3.0], dtype=torch.float64)
+    z, losses = lenet_losses_and_features(model)
+    plain = GradientEngine("sequential").task_gradients(losses, shared, z, retain_graph=True)
+    scaled = GradientEngine("sequential").task_gradients(losses, shared, z, scales=scales)
+    torch.testing.assert_close(scaled.matrix, scales[:, None] * plain.matrix)
+
+
+def test_a_loss_reaching_the_encoder_past_the_representation_falls_back():
+    """A skip connection from the encoder's parameters into a head: the per-head route
+    would miss it, so the engine takes the K products of the stacked losses."""
+    torch.manual_seed(0)
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    head = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    z = torch.tanh(x @ w)
+    losses = torch.stack([(z @ head).pow(2).mean(), (z.sum() + w.sum()).pow(2)])
+    grads = GradientEngine("sequential").task_gradients(losses, [w], z)
+    expected = torch.stack(
+        [
+            torch.autograd.grad((torch.tanh(x @ w) @ head).pow(2).mean(), w)[0].reshape(-1),
+            torch.autograd.grad((torch.tanh(x @ w).sum() + w.sum()).pow(2), w)[0].reshape(-1),
+        ]
+    )
+    torch.testing.assert_close(grads.matrix, expected)
 
 
 def test_batched_and_sequential_agree_on_the_mpnn():
@@ -91,19 +146,21 @@ def test_representation_gradients_leave_the_encoder_graph_usable():
     x, ys = tiny_batch(2)
     z, losses = tiny_losses(model, x, ys)
     expected = torch.autograd.grad(losses.sum(), z, retain_graph=True)[0]
-    grads = GradientEngine("sequential").task_gradients(losses, [z], boundary=z)
+    grads = GradientEngine("sequential").task_gradients(losses, [z], z)
     assert grads.matrix.shape == (2, z.numel())
     torch.testing.assert_close(grads.matrix.sum(0), expected.reshape(-1))
     z.backward(torch.ones_like(z))  # the encoder part of the graph is still there
     assert model.encoder[0].weight.grad is not None
 
 
+@pytest.mark.parametrize("through_heads", [False, True])
 @pytest.mark.parametrize("mode", ["sequential", "batched"])
-def test_the_graph_is_freed_after_the_last_pass(mode):
+def test_the_graph_is_freed_after_the_last_pass(mode, through_heads):
     model = TinyMTL(n_tasks=2)
     x, ys = tiny_batch(2)
-    _, losses = tiny_losses(model, x, ys)
-    GradientEngine(mode).task_gradients(losses, list(model.encoder.parameters()))
+    z, losses = tiny_losses(model, x, ys)
+    features = z if through_heads else None
+    GradientEngine(mode).task_gradients(losses, list(model.encoder.parameters()), features)
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         losses.sum().backward()
 

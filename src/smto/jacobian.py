@@ -24,10 +24,11 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge
 
 Mode = Literal["auto", "batched", "sequential"]
 MODES: tuple[str, ...] = ("auto", "batched", "sequential")
@@ -41,16 +42,31 @@ class TaskGradients:
     parameters, or the representation), each of shape (K, *tensor.shape); ``matrix`` is them
     flattened and concatenated into one K x N matrix (built on first use).
     ``other_params`` are the remaining leaves the losses depend on (heads, a method's own
-    parameters) and ``other_grads`` their per-task gradients, each of shape (K, *param.shape).
+    parameters); ``other_grads[k][j]`` is task k's gradient of ``other_params[j]``, or
+    ``None`` where task k does not reach it (each head is reached by its own task only).
     """
 
     shared_grads: list[Tensor]
     other_params: list[Tensor]
-    other_grads: list[Tensor]
+    other_grads: list[list[Tensor | None]]
 
     @cached_property
     def matrix(self) -> Tensor:
         return flatten_rows(self.shared_grads)
+
+    def accumulate_others(self, weights: Tensor | None = None) -> None:
+        """Adds ``sum_k weights[k] * other_grads[k]`` (the plain sum by default) into the
+        other parameters' ``.grad``."""
+        for j, param in enumerate(self.other_params):
+            total: Tensor | None = None
+            for k, grads in enumerate(self.other_grads):
+                g = grads[j]
+                if g is None:
+                    continue
+                term = g if weights is None else g * weights[k].to(g.dtype)
+                total = term if total is None else total + term
+            if total is not None:
+                accumulate_grad([param], [total])
 
 
 class GradientEngine:
@@ -153,21 +169,137 @@ class GradientEngine:
         self,
         losses: Tensor,
         shared: Sequence[Tensor],
-        boundary: Tensor | None = None,
+        features: Tensor | None = None,
+        scales: Tensor | None = None,
         retain_graph: bool = False,
     ) -> TaskGradients:
         """Per-task gradients of ``losses`` (shape K) for ``shared`` and all other leaves.
 
-        ``shared`` are either the shared parameters (leaves) or the shared representation (a
-        single non-leaf tensor; then ``boundary`` is that tensor, and the search for other
-        leaves stops there, so the encoder below it is not touched).
+        ``shared`` are either the shared parameters (leaves) or the shared representation
+        ``features`` itself (then the encoder below it is not touched). ``scales`` (shape K)
+        multiplies task k's gradients by ``scales[k]`` (the derivative of an elementwise
+        transform of the losses).
+
+        When ``losses`` is a ``torch.stack`` of the K task losses and ``features`` (the
+        heads' input, with its graph) is given, each head is traversed once: the gradient
+        of each loss with respect to the representation and to its head's parameters, one
+        backward pass per task through its own head, then the K vector-Jacobian products of
+        the representation through the encoder. Otherwise (or when a loss reaches a shared
+        parameter other than through ``features``) the K products are taken of the stacked
+        losses, through every head.
         """
         check_losses(losses)
-        others = other_leaves(losses, exclude=shared, boundary=boundary)
-        eye = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
-        grads = self.vjp(losses, [*shared, *others], eye, retain_graph=retain_graph)
+        shared = list(shared)
+        k = losses.shape[0]
+        if scales is None:
+            scales = torch.ones(k, dtype=losses.dtype, device=losses.device)
+        if features is not None and features.grad_fn is not None:
+            roots = task_roots(losses)
+            if roots is not None:
+                result = self._through_heads(roots, shared, features, scales, retain_graph)
+                if result is not None:
+                    return result
+        representation = len(shared) == 1 and features is not None and shared[0] is features
+        others = other_leaves(
+            losses, exclude=shared, boundary=features if representation else None
+        )
+        grads = self.vjp(losses, [*shared, *others], torch.diag(scales), retain_graph)
         n = len(shared)
-        return TaskGradients(shared_grads=grads[:n], other_params=others, other_grads=grads[n:])
+        return TaskGradients(
+            shared_grads=grads[:n],
+            other_params=others,
+            other_grads=[[g[t] for g in grads[n:]] for t in range(k)],
+        )
+
+    def _through_heads(
+        self,
+        roots: list[GradientEdge | None],
+        shared: list[Tensor],
+        features: Tensor,
+        scales: Tensor,
+        retain_graph: bool,
+    ) -> TaskGradients | None:
+        representation = len(shared) == 1 and shared[0] is features
+        excluded = {id(features)} if representation else {id(t) for t in shared}
+        excluded.add(id(features))
+        leaves: list[list[Tensor]] = []
+        visited: list[set[int]] = []
+        for root in roots:
+            if root is None:
+                leaves.append([])
+                visited.append(set())
+                continue
+            found, nodes = _walk(root.node, features.grad_fn)
+            if any(id(t) in excluded and t is not features for t in found):
+                return None  # a loss reaches a shared parameter past the representation
+            leaves.append([t for t in found if id(t) not in excluded])
+            visited.append(nodes)
+        overlapping = sum(len(v) for v in visited) != len(set().union(*visited))
+        union: dict[int, Tensor] = {}
+        for task_leaves in leaves:
+            for t in task_leaves:
+                union.setdefault(id(t), t)
+        position = {key: j for j, key in enumerate(union)}
+        feature_grads: list[Tensor] = []
+        other_grads: list[list[Tensor | None]] = []
+        for t, root in enumerate(roots):
+            row: list[Tensor | None] = [None] * len(union)
+            if root is None:
+                feature_grads.append(torch.zeros_like(features))
+                other_grads.append(row)
+                continue
+            grads = torch.autograd.grad(
+                [root],
+                [features, *leaves[t]],
+                grad_outputs=[scales[t]],
+                retain_graph=retain_graph or overlapping,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            feature_grads.append(grads[0])
+            for leaf, g in zip(leaves[t], grads[1:]):
+                row[position[id(leaf)]] = g
+            other_grads.append(row)
+        stacked = torch.stack(feature_grads)
+        if representation:
+            shared_grads = [stacked]
+        else:
+            shared_grads = self.vjp(features, shared, stacked, retain_graph=retain_graph)
+        return TaskGradients(shared_grads, list(union.values()), other_grads)
+
+
+def task_roots(losses: Tensor) -> list[GradientEdge | None] | None:
+    """The autograd edges of the K task losses that ``torch.stack`` put into ``losses``
+    (``None`` for a loss without a graph), or ``None`` if ``losses`` is not such a stack."""
+    node = losses.grad_fn
+    if node is None or type(node).__name__ != "StackBackward0" or losses.dim() != 1:
+        return None
+    edges = node.next_functions
+    if len(edges) != losses.shape[0]:
+        return None
+    return [None if n is None else GradientEdge(n, i) for n, i in edges]
+
+
+def _walk(root: Any, stop: Any) -> tuple[list[Tensor], set[int]]:
+    """The leaves (tensors) and the nodes (ids) reachable from ``root`` without passing
+    ``stop``."""
+    found: list[Tensor] = []
+    seen_leaves: set[int] = set()
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node is stop or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            if id(variable) not in seen_leaves:
+                seen_leaves.add(id(variable))
+                found.append(variable)
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found, seen
 
 
 def prefers_sequential(device: torch.device) -> bool:
@@ -205,22 +337,8 @@ def other_leaves(
     """
     excluded = {id(t) for t in exclude}
     stop = boundary.grad_fn if boundary is not None else None
-    found: list[Tensor] = []
-    seen_nodes: set[int] = set()
-    stack = [roots.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen_nodes or node is stop:
-            continue
-        seen_nodes.add(id(node))
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            if id(variable) not in excluded:
-                excluded.add(id(variable))
-                found.append(variable)
-            continue
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return found
+    found, _ = _walk(roots.grad_fn, stop)
+    return [t for t in found if id(t) not in excluded]
 
 
 def accumulate_grad(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:

@@ -26,6 +26,7 @@ DWA's history, Nash-MTL's previous solution, ...) is in ``method.state_dict()``,
 from __future__ import annotations
 
 import inspect
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,7 +36,20 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from smto.jacobian import GradientEngine, accumulate_flat, accumulate_grad, check_losses
+from smto.errors import NonFiniteError, check_finite, check_rows
+from smto.jacobian import (
+    GradientEngine,
+    TaskGradients,
+    accumulate_flat,
+    accumulate_grad,
+    check_losses,
+    other_leaves,
+)
+from smto.solvers import SolverWarning
+
+HEADS: tuple[str, ...] = ("sum", "weighted")
+"""What the heads of a gradient method receive: the plain sum of their task gradients, or
+the sum weighted by the method's weights."""
 
 
 class Space(str, Enum):
@@ -79,11 +93,28 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Aggregation:
-    """The result of combining a K x N gradient matrix: an update direction and weights."""
+    """The result of combining a K x N gradient matrix: an update direction and weights.
+
+    ``head_weights`` are the weights the heads get with ``heads="weighted"`` (default:
+    ``weights``).
+    """
 
     direction: Tensor
     weights: Tensor
     info: dict[str, float] = field(default_factory=dict)
+    head_weights: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class GramWeights:
+    """What a :class:`GramMethod` computes from the Gram matrix: the (K,) float64 weights of
+    the update ``weights @ G``, diagnostics, and, where the solve failed, why (the base
+    class counts and warns)."""
+
+    weights: Tensor
+    info: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None
+    head_weights: Tensor | None = None
 
 
 class Method(nn.Module, ABC):
@@ -178,12 +209,14 @@ class Method(nn.Module, ABC):
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
 
     def _check_losses(self, losses: Tensor) -> None:
+        """Shape, graph and finiteness (:class:`smto.errors.NonFiniteError`) of the losses."""
         check_losses(losses)
         if losses.shape[0] != self.n_tasks:
             raise ValueError(
                 f"{self.display_name} was built for {self.n_tasks} tasks, got {losses.shape[0]} "
                 "losses"
             )
+        check_finite("loss", losses.detach())
 
     def _report(self, weights: Tensor, info: dict[str, float] | None = None) -> StepResult:
         self.last_weights = weights.detach().clone()
@@ -193,9 +226,14 @@ class Method(nn.Module, ABC):
 class LossMethod(Method):
     """A method that builds one objective from the task losses: sum_k terms_k.
 
-    Subclasses implement :meth:`terms`. With ``per_task_grads=True`` the shared parameters
-    also receive their per-task gradients in ``param.task_grads`` (shape (K, *param.shape)),
-    which per-task optimizers (:class:`smto.optim.PerTaskAdam`) use.
+    Subclasses implement :meth:`terms`, an elementwise function of the losses (term k
+    depends on L_k only, and on the method's own parameters). With ``per_task_grads=True``
+    the shared parameters also receive their per-task gradients in ``param.task_grads``
+    (shape (K, *param.shape)), which per-task optimizers (:class:`smto.optim.PerTaskAdam`)
+    use.
+
+    Non-finite losses, objective terms or gradients of the shared parameters raise
+    :class:`smto.errors.NonFiniteError` naming the task(s).
     """
 
     space = Space.LOSSES
@@ -213,36 +251,60 @@ class LossMethod(Method):
         per_task_grads: bool = False,
     ) -> StepResult:
         self._check_losses(losses)
-        terms, weights = self.terms(losses)
+        shared = None if shared_params is None else list(shared_params)
         if not per_task_grads:
-            terms.sum().backward()
+            terms, weights = self.terms(losses)
+            check_finite("objective term", terms.detach())
+            # The graph is kept (it is released with the losses) only to name the task on the
+            # error path of the gradient check.
+            terms.sum().backward(retain_graph=shared is not None)
+            if shared is not None:
+                self._check_shared_grads(losses, shared, features)
             return self._report(weights)
-        if shared_params is None:
+        if shared is None:
             raise ValueError("per_task_grads=True needs shared_params")
-        shared = list(shared_params)
-        grads = self.engine.task_gradients(terms, shared)
+        leaf = losses.detach().clone().requires_grad_(True)
+        terms, weights = self.terms(leaf)
+        check_finite("objective term", terms.detach())
+        own = other_leaves(terms, exclude=[leaf])
+        derivatives = torch.autograd.grad(terms.sum(), [leaf, *own], allow_unused=True)
+        grads = self.engine.task_gradients(losses, shared, features, scales=derivatives[0])
+        check_rows("gradient", grads.matrix)
         for p, g in zip(shared, grads.shared_grads):
             p.task_grads = g
-        accumulate_grad(
-            [*shared, *grads.other_params],
-            [g.sum(dim=0) for g in (*grads.shared_grads, *grads.other_grads)],
-        )
+        accumulate_grad(shared, [g.sum(dim=0) for g in grads.shared_grads])
+        grads.accumulate_others()
+        accumulate_grad(*_used(own, derivatives[1:]))
         return self._report(weights)
+
+    def _check_shared_grads(
+        self, losses: Tensor, shared: list[Tensor], features: Tensor | None
+    ) -> None:
+        grads = [p.grad for p in shared if p.grad is not None]
+        if not grads:
+            return
+        total = torch.stack([torch.linalg.vector_norm(g) for g in grads]).sum()
+        if bool(torch.isfinite(total)):
+            return
+        check_rows("gradient", self.engine.task_gradients(losses, shared, features).matrix)
+        raise NonFiniteError("gradient of the combined objective", list(range(self.n_tasks)))
 
 
 class GradientMethod(Method):
     """A method that combines the K task gradients into one update.
 
-    Subclasses implement :meth:`aggregate` on the K x N gradient matrix; it works on the
-    shared parameters (``space="params"``) or the shared representation
-    (``space="features"``). Everything else gets the plain sum of the task gradients (or,
-    where a method says so with ``head_weighting = "weighted"``, their weighted sum).
+    Subclasses implement :meth:`aggregate` on the K x N gradient matrix (or, for most,
+    :class:`GramMethod`'s ``weigh`` on its Gram matrix); it works on the shared parameters
+    (``space="params"``) or the shared representation (``space="features"``). Everything
+    else (the heads, a method's own parameters) gets the plain sum of the task gradients, or
+    with ``heads="weighted"`` their sum weighted by the method's weights. Each head is
+    traversed once per step when the losses are a ``torch.stack`` of the task losses and the
+    representation is passed (see :meth:`smto.jacobian.GradientEngine.task_gradients`).
     """
 
     default_space: ClassVar[Space] = Space.PARAMS
-    head_weighting: ClassVar[str] = "sum"
 
-    def __init__(self, n_tasks: int, space: str | None = None) -> None:
+    def __init__(self, n_tasks: int, space: str | None = None, heads: str = "sum") -> None:
         super().__init__(n_tasks)
         chosen = self.default_space if space is None else space
         try:
@@ -251,6 +313,9 @@ class GradientMethod(Method):
             raise ValueError(f"space must be 'params' or 'features', got {chosen!r}") from None
         if self.space is Space.LOSSES:
             raise ValueError("a gradient method works on 'params' or 'features', not 'losses'")
+        if heads not in HEADS:
+            raise ValueError(f"heads must be one of {HEADS}, got {heads!r}")
+        self.heads = heads
 
     @abstractmethod
     def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
@@ -259,8 +324,15 @@ class GradientMethod(Method):
         ``losses`` (shape K, detached) are the task losses of this step.
         """
 
+    def combine(self, grads: TaskGradients, losses: Tensor, features: Tensor | None) -> Aggregation:
+        """The step's aggregation: :meth:`aggregate` of the task-gradient matrix. Methods
+        that also need the representation's values (GradDrop) override this."""
+        return self.aggregate(grads.matrix, losses)
+
     def transform_losses(self, losses: Tensor) -> Tensor:
-        """Maps the losses before their gradients are taken (identity; IMTL-L scales them)."""
+        """An elementwise map of the losses applied before their gradients are taken
+        (identity; IMTL scales them). It is called on a detached copy: task k's gradient is
+        that of L_k times the derivative dT_k / dL_k."""
         return losses
 
     def backward(
@@ -270,15 +342,15 @@ class GradientMethod(Method):
         features: Tensor | None = None,
     ) -> StepResult:
         self._check_losses(losses)
-        losses = self.transform_losses(losses)
+        values, scales, own = self._transformed(losses)
         if self.space is Space.PARAMS:
             if shared_params is None:
                 raise ValueError(
                     f"{self.display_name} works on the shared parameters: pass shared_params"
                 )
             shared = list(shared_params)
-            grads = self.engine.task_gradients(losses, shared)
-            agg = self.aggregate(grads.matrix, losses.detach())
+            grads = self.engine.task_gradients(losses, shared, features, scales=scales)
+            agg = self.combine(grads, values, features)
             accumulate_flat(shared, agg.direction)
         else:
             if features is None or features.grad_fn is None:
@@ -286,15 +358,91 @@ class GradientMethod(Method):
                     f"{self.display_name} works on the shared representation: pass features, "
                     "the encoder's output tensor (with its graph) that the heads take as input"
                 )
-            grads = self.engine.task_gradients(losses, [features], boundary=features)
-            agg = self.aggregate(grads.matrix, losses.detach())
+            grads = self.engine.task_gradients(losses, [features], features, scales=scales)
+            agg = self.combine(grads, values, features)
             features.backward(agg.direction.view_as(features))
-        head_weights = agg.weights if self.head_weighting == "weighted" else None
-        accumulate_grad(
-            grads.other_params,
-            [
-                g.sum(dim=0) if head_weights is None else torch.tensordot(head_weights, g, 1)
-                for g in grads.other_grads
-            ],
-        )
+        if self.heads == "weighted":
+            grads.accumulate_others(agg.weights if agg.head_weights is None else agg.head_weights)
+        else:
+            grads.accumulate_others()
+        if own is not None:
+            accumulate_grad(*own)
         return self._report(agg.weights, agg.info)
+
+    def _transformed(
+        self, losses: Tensor
+    ) -> tuple[Tensor, Tensor | None, tuple[list[Tensor], list[Tensor]] | None]:
+        """The transformed loss values, dT_k / dL_k, and the gradients of the method's own
+        parameters in sum_k T_k (``None`` twice without a transform)."""
+        if type(self).transform_losses is GradientMethod.transform_losses:
+            return losses.detach(), None, None
+        leaf = losses.detach().clone().requires_grad_(True)
+        transformed = self.transform_losses(leaf)
+        check_finite("transformed loss", transformed.detach())
+        own = other_leaves(transformed, exclude=[leaf])
+        derivatives = torch.autograd.grad(transformed.sum(), [leaf, *own], allow_unused=True)
+        return transformed.detach(), derivatives[0], _used(own, derivatives[1:])
+
+    @staticmethod
+    def _check_rows(matrix: Tensor) -> None:
+        """Raises :class:`smto.errors.NonFiniteError` naming the tasks whose gradient (a row)
+        is not finite."""
+        check_rows("gradient", matrix)
+
+
+class GramMethod(GradientMethod):
+    """A gradient method whose weights depend only on the K x K Gram matrix G G^T (and the
+    losses): MGDA, PCGrad, CAGrad, IMTL-G, EDM, CDTT, Nash-MTL, Aligned-MTL.
+
+    Subclasses implement :meth:`weigh` on the float64 CPU Gram matrix. The base class does
+    the round trip once: the Gram matrix on the gradients' device, its finiteness
+    (:class:`smto.errors.NonFiniteError` naming the task), the transfer, ``weights @ G``,
+    and, where ``weigh`` reports a failure, ``info["converged"] = 0``, the count
+    ``solver_failures`` (in the state dict) and a :class:`smto.solvers.SolverWarning`.
+    """
+
+    def __init__(self, n_tasks: int, space: str | None = None, heads: str = "sum") -> None:
+        super().__init__(n_tasks, space, heads)
+        self.solver_failures = 0
+
+    @abstractmethod
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        """The weights from the K x K Gram matrix and the (K,) losses, both float64 on the
+        CPU; ``dtype_eps`` is the machine epsilon of the gradients' dtype (the Gram
+        matrix's rounding, for rank decisions)."""
+
+    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
+        gram = matrix @ matrix.T
+        if not bool(torch.isfinite(gram.diagonal()).all()):
+            check_rows("gradient", matrix)
+            check_finite("squared gradient norm (overflow)", gram.diagonal())
+        result = self.weigh(
+            gram.to(device="cpu", dtype=torch.float64),
+            losses.detach().to(device="cpu", dtype=torch.float64),
+            torch.finfo(matrix.dtype).eps,
+        )
+        info = {"converged": float(result.failure is None), **result.info}
+        if result.failure is not None:
+            self.solver_failures += 1
+            warnings.warn(f"{self.display_name}: {result.failure}", SolverWarning, stacklevel=4)
+        weights = result.weights.to(device=matrix.device, dtype=matrix.dtype)
+        heads = result.head_weights
+        return Aggregation(
+            weights @ matrix,
+            weights,
+            info,
+            None if heads is None else heads.to(device=matrix.device, dtype=matrix.dtype),
+        )
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"solver_failures": self.solver_failures}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.solver_failures = int(state["solver_failures"])
+
+
+def _used(
+    params: list[Tensor], grads: tuple[Tensor | None, ...] | list[Tensor | None]
+) -> tuple[list[Tensor], list[Tensor]]:
+    pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
+    return [p for p, _ in pairs], [g for _, g in pairs]

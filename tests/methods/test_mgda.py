@@ -178,12 +178,13 @@ def test_mgda_two_tasks_symmetry() -> None:
 
 
 @pytest.mark.parametrize("space", ["params", "features"])
-def test_mgda_heads_and_encoder_get_the_alpha_weighted_gradients(space: str) -> None:
+def test_mgda_weighted_heads_get_the_alpha_weighted_gradients(space: str) -> None:
+    """heads="weighted" (Sener & Koltun's code): everything gets grad sum_k alpha_k L_k."""
     torch.manual_seed(0)
     model = TinyMTL(3).double()
     x, ys = tiny_batch(3)
     x, ys = x.double(), [y.double() for y in ys]
-    method = MGDA(3, space=space)
+    method = MGDA(3, heads="weighted", space=space)
     z, losses = tiny_losses(model, x, ys)
     result = method.backward(losses, model.encoder.parameters(), z)
     alpha = result.weights
@@ -200,7 +201,11 @@ def test_mgda_heads_and_encoder_get_the_alpha_weighted_gradients(space: str) -> 
 
 
 def test_mgda_validation_and_conventions() -> None:
-    assert MGDA.scale is Scale.MEAN and MGDA.head_weighting == "weighted"
+    assert MGDA.scale is Scale.MEAN and MGDA(2).heads == "sum"
+    with pytest.raises(ValueError, match="heads"):
+        MGDA(2, heads="alpha")
+    with pytest.raises(ValueError, match="update"):
+        MGDA(2, update="study")
     with pytest.raises(ValueError, match="normalization"):
         MGDA(2, normalization="L2")
     method = MGDA(2, normalization="loss+")

@@ -113,10 +113,10 @@ def test_a_diverging_run_ends_as_diverged(tmp_path, monkeypatch):
     monkeypatch.setitem(_REGISTRY, "nan_after", MethodSpec("nan_after", _NaNAfter, {}, "NaN"))
     monkeypatch.setitem(_ALIASES, "nanafter", "nan_after")
     config = RunConfig(**TOY, method="nan_after", method_params={"after": 20}, epochs=5)
-    record = train(config, tmp_path)  # 8 steps per epoch: NaN parameters in epoch 2
+    record = train(config, tmp_path)  # 8 steps per epoch: the 21st step's terms are NaN
     assert record.status == "diverged"
-    assert record.diverged_epoch == 2
-    assert "non-finite loss in epoch 2" in record.reason
+    assert (record.diverged_epoch, record.diverged_step) == (2, 4)  # at that step, not later
+    assert "epoch 2, step 4: non-finite objective term of T1 = nan, T2 = nan" in record.reason
     assert len(record.history) == 2
     assert load_run(run_dir(config, tmp_path)).status == "diverged"
     assert train(config, tmp_path).status == "diverged"  # a finished run is not re-run

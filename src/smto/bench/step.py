@@ -65,9 +65,11 @@ class Timing:
     median_s: float
 
 
-def lenet_workload(batch_size: int = 256, device: str = "cpu") -> Workload:
-    """The Multi-MNIST LeNet on CL_RR (K = 2), random 28x28 inputs."""
-    from smto.models.lenet import multi_lenet
+def lenet_workload(
+    batch_size: int = 256, device: str = "cpu", tasks: Sequence[str] = ("CL", "RR")
+) -> Workload:
+    """The Multi-MNIST LeNet on ``tasks`` (CL_RR: K = 2; CL_CR_RL_RR: K = 4), random inputs."""
+    from smto.models.lenet import CLASSIFICATION_TASKS, multi_lenet
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 1, 28, 28, generator=g).to(device)
@@ -76,10 +78,40 @@ def lenet_workload(batch_size: int = 256, device: str = "cpu") -> Workload:
 
     def losses(out: dict[str, Tensor]) -> Tensor:
         return torch.stack(
-            [nn.functional.nll_loss(out["CL"], labels), ((out["RR"] - images) ** 2).mean()]
+            [
+                nn.functional.nll_loss(out[t], labels)
+                if t in CLASSIFICATION_TASKS
+                else ((out[t] - images) ** 2).mean()
+                for t in tasks
+            ]
         )
 
-    return Workload("lenet", lambda: multi_lenet(("CL", "RR")).to(device), x, losses, n_tasks=2)
+    name = "lenet" if tuple(tasks) == ("CL", "RR") else f"lenet-{'_'.join(tasks)}"
+    return Workload(name, lambda: multi_lenet(tasks).to(device), x, losses, n_tasks=len(tasks))
+
+
+def heavy_heads_workload(batch_size: int = 256, device: str = "cpu") -> Workload:
+    """A model whose heads dominate: a Linear(784, 50)-ReLU encoder and three heads of three
+    256-wide layers (K = 3, MSE to random targets), like the dense heads of Cityscapes."""
+    from smto.models.base import SharedEncoderModel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 784, generator=g).to(device)
+    targets = torch.randn(3, batch_size, 256, generator=g).to(device)
+
+    def head() -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(50, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256)
+        )
+
+    def make_model() -> SharedEncoderModel:
+        encoder = nn.Sequential(nn.Linear(784, 50), nn.ReLU())
+        return SharedEncoderModel(encoder, {f"T{k}": head() for k in range(3)}).to(device)
+
+    def losses(out: dict[str, Tensor]) -> Tensor:
+        return torch.stack([((out[f"T{k}"] - targets[k]) ** 2).mean() for k in range(3)])
+
+    return Workload("heavy_heads", make_model, x, losses, n_tasks=3)
 
 
 def mpnn_workload(batch_size: int = 16, device: str = "cpu") -> Workload:
@@ -95,6 +127,17 @@ def mpnn_workload(batch_size: int = 16, device: str = "cpu") -> Workload:
         return ((preds - targets) ** 2).mean(dim=0)
 
     return Workload("mpnn", lambda: qm9_mpnn().to(device), data, losses, len(QM9_TARGETS))
+
+
+WORKLOADS: dict[str, Callable[..., Workload]] = {
+    "lenet": lenet_workload,
+    "lenet4": lambda batch_size=256, device="cpu": lenet_workload(
+        batch_size, device, ("CL", "CR", "RL", "RR")
+    ),
+    "heavy_heads": heavy_heads_workload,
+    "mpnn": mpnn_workload,
+}
+"""The step benchmark's models by name: each takes (batch_size, device)."""
 
 
 def _synchronize(device: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from smto.method import Aggregation, GradientMethod, Scale
+from smto.method import GramMethod, GramWeights, Scale
 
 SCALE_MODES: tuple[str, ...] = ("min", "median", "rmse")
 
@@ -46,7 +46,7 @@ def balance_transformation(
     return b, rank
 
 
-class AlignedMTL(GradientMethod):
+class AlignedMTL(GramMethod):
     """Aligned-MTL: update G^T B w with B the balance transformation of the Gram matrix
     (:func:`balance_transformation`) and w = 1/K each (uniform task preferences).
 
@@ -70,9 +70,6 @@ class AlignedMTL(GradientMethod):
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
         self.scale_mode = scale_mode
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
-        gram = (matrix @ matrix.T).cpu()
-        b, rank = balance_transformation(gram, self.scale_mode)
-        alpha = b.sum(dim=1) / self.n_tasks
-        weights = alpha.to(device=matrix.device, dtype=matrix.dtype)
-        return Aggregation(weights @ matrix, weights, {"rank": float(rank)})
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        b, rank = balance_transformation(gram, self.scale_mode, dtype_eps)
+        return GramWeights(b.sum(dim=1) / self.n_tasks, {"rank": float(rank)})

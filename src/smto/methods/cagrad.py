@@ -7,16 +7,13 @@ NeurIPS 2021 (arXiv 2110.14048).
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import brentq
 from torch import Tensor
 
-from smto.method import Aggregation, GradientMethod, Scale
-from smto.solvers import SolverWarning
+from smto.method import GramMethod, GramWeights, Scale
 from smto.solvers.min_norm import solve_min_norm
 
 EPS = 1e-8
@@ -81,7 +78,7 @@ def cagrad_inner(gram: np.ndarray, c: float, tol: float = 1e-9) -> tuple[np.ndar
     return w, {"converged": float(converged), "solver_iterations": float(calls), "gap": gap}
 
 
-class CAGrad(GradientMethod):
+class CAGrad(GramMethod):
     """Conflict-averse gradient descent.
 
     With the Gram matrix ``A = G G^T``, the mean gradient ``g0`` and ``c = alpha |g0|``, the
@@ -117,41 +114,26 @@ class CAGrad(GradientMethod):
             raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
         self.alpha = float(alpha)
         self.rescale = rescale
-        self.solver_failures = 0
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
-        k = matrix.shape[0]
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        k = gram.shape[0]
         divisor = {0: 1.0, 1: 1.0 + self.alpha**2, 2: 1.0 + self.alpha}[self.rescale]
-        if self.alpha == 0.0:
-            weights = torch.full((k,), 1.0 / k, dtype=matrix.dtype, device=matrix.device)
-            return Aggregation(
-                weights @ matrix, weights, {"converged": 1.0, "solver_iterations": 0.0}
-            )
-        gram = (matrix @ matrix.T).to(device="cpu", dtype=torch.float64).numpy()
-        g0_norm = math.sqrt(max(float(gram.mean()), 0.0))
-        c = self.alpha * g0_norm
         coefficients = np.full(k, 1.0 / k)
-        info: dict[str, float] = {"converged": 1.0, "solver_iterations": 0.0}
+        info: dict[str, float] = {"solver_iterations": 0.0}
+        failure = None
+        if self.alpha == 0.0:
+            return GramWeights(torch.from_numpy(coefficients), info)
+        a = gram.numpy()
+        c = self.alpha * math.sqrt(max(float(a.mean()), 0.0))
         if c > 0.0:
-            w, info = cagrad_inner(gram, c)
-            gw_norm = math.sqrt(max(float(w @ gram @ w), 0.0))
+            w, solved = cagrad_inner(a, c)
+            info = {"solver_iterations": solved["solver_iterations"], "gap": solved["gap"]}
+            gw_norm = math.sqrt(max(float(w @ a @ w), 0.0))
             if gw_norm > 0.0:
                 coefficients = coefficients + (c / gw_norm) * w
-            if info["converged"] < 1.0:
-                self.solver_failures += 1
-                warnings.warn(
-                    f"CAGrad: the inner problem did not converge (duality gap {info['gap']:.3g}); "
-                    "using the best iterate",
-                    SolverWarning,
-                    stacklevel=2,
+            if solved["converged"] < 1.0:
+                failure = (
+                    f"the inner problem did not converge (duality gap {solved['gap']:.3g}); "
+                    "using the best iterate"
                 )
-        weights = torch.from_numpy(coefficients / divisor).to(
-            device=matrix.device, dtype=matrix.dtype
-        )
-        return Aggregation(weights @ matrix, weights, info)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"solver_failures": self.solver_failures}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.solver_failures = int(state["solver_failures"])
+        return GramWeights(torch.from_numpy(coefficients / divisor), info, failure)

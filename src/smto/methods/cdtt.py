@@ -8,16 +8,14 @@ github.com/tiemink/MTL_TaskTensioner (``GradHistory``).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from scipy.optimize import nnls
 from torch import Tensor
 
-from smto.method import Aggregation, Scale
-from smto.methods.edm import EDM
-from smto.solvers import SolverWarning
+from smto.method import GramWeights, Scale
+from smto.methods.edm import EDM, edm_weights, min_norm_failure
 
 _E = math.e
 
@@ -117,6 +115,10 @@ class CDTT(EDM):
     not converging), the step uses d, counts ``solver_failures`` and warns
     (:class:`smto.solvers.SolverWarning`), with ``info["tension_fallback"] = 1``.
 
+    A step where a task gradient is exactly zero is skipped, as in the original: a zero
+    shared update (weights 0, ``info["skipped"] = 1``; the heads still get their gradients)
+    and the window is not touched.
+
     Reported weights: v = sum_k weights_k g_k exactly (the tension and correction are tracked
     as coefficients). The window is in ``state_dict()``.
 
@@ -149,12 +151,22 @@ class CDTT(EDM):
         self._steps = 0
         self._previous: Tensor | None = None
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
-        gram, base, norms, info = self._edm(matrix)
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        base, norms, info = edm_weights(gram)
+        k = self.n_tasks
+        out: dict[str, float] = {"solver_iterations": info["solver_iterations"], "skipped": 0.0}
+        if bool((norms == 0).any()):
+            # As the original: a task with a zero gradient skips the step (zero shared
+            # update) and leaves the window untouched.
+            out.update({f"tension_{i}": 0.0 for i in range(k)})
+            out.update({"skipped": 1.0, "corrections": 0.0, "cone_projection": 0.0})
+            out["tension_fallback"] = 0.0
+            return GramWeights(torch.zeros(k, dtype=torch.float64), out)
+        failure = min_norm_failure(info)
         self._norms[:, self._steps % self.window] = norms
         self._steps += 1
         coefficients = base
-        tension = torch.zeros(self.n_tasks, dtype=torch.float64)
+        tension = torch.zeros(k, dtype=torch.float64)
         corrections, projected, fallback = 0, False, False
         if self._steps >= self.window:
             current = self._norms.sum(dim=1)
@@ -163,27 +175,23 @@ class CDTT(EDM):
                 ratio = torch.where(
                     previous > 0, current / previous.clamp_min(1e-300), torch.ones_like(current)
                 )
-                tension = tensions(ratio, losses.detach().to("cpu", torch.float64), self.alpha)
+                tension = tensions(ratio, losses, self.alpha)
                 try:
                     coefficients, corrections, projected = tensioned_coefficients(
                         gram, base, tension
                     )
                 except RuntimeError:  # NNLS iteration limit: keep EDM's direction
                     fallback = True
-                    self.solver_failures += 1
-                    warnings.warn(
-                        "CDTT: projecting the tensioned direction onto the cone of "
-                        "non-opposing directions failed; using EDM's direction this step",
-                        SolverWarning,
-                        stacklevel=2,
+                    failure = (
+                        "projecting the tensioned direction onto the cone of non-opposing "
+                        "directions failed; using EDM's direction this step"
                     )
             self._previous = current
-        info.update({f"tension_{k}": t for k, t in enumerate(tension.tolist())})
-        info["corrections"] = float(corrections)
-        info["cone_projection"] = float(projected)
-        info["tension_fallback"] = float(fallback)
-        weights = coefficients.to(device=matrix.device, dtype=matrix.dtype)
-        return Aggregation(weights @ matrix, weights, info)
+        out.update({f"tension_{i}": t for i, t in enumerate(tension.tolist())})
+        out["corrections"] = float(corrections)
+        out["cone_projection"] = float(projected)
+        out["tension_fallback"] = float(fallback)
+        return GramWeights(coefficients, out, failure)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {

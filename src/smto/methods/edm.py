@@ -6,14 +6,10 @@ multi-objective optimization", arXiv 2007.06937.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from smto.method import Aggregation, GradientMethod, Scale
-from smto.solvers import SolverWarning
+from smto.method import GramMethod, GramWeights, Scale
 from smto.solvers.min_norm import min_norm_weights
 
 
@@ -35,7 +31,7 @@ def edm_weights(gram: Tensor) -> tuple[Tensor, Tensor, dict[str, float]]:
     return coefficients / coefficients.sum(), norms, info
 
 
-class EDM(GradientMethod):
+class EDM(GramMethod):
     """EDM: d = sum_i c_i g_i, the "bisector" of the task gradients (see :func:`edm_weights`).
 
     Where the min-norm point of the unit gradients lies inside their convex hull, d makes the
@@ -54,28 +50,18 @@ class EDM(GradientMethod):
 
     def __init__(self, n_tasks: int, space: str | None = None) -> None:
         super().__init__(n_tasks, space)
-        self.solver_failures = 0
 
-    def _edm(self, matrix: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
-        gram = (matrix @ matrix.T).cpu()
-        coefficients, norms, info = edm_weights(gram)
-        if info.get("converged", 1.0) < 1.0:
-            self.solver_failures += 1
-            warnings.warn(
-                f"{self.display_name}: the min-norm solver missed its tolerance after "
-                f"{int(info.get('solver_iterations', 0))} iterations; using its best iterate",
-                SolverWarning,
-                stacklevel=3,
-            )
-        return gram.to(torch.float64), coefficients, norms, dict(info)
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        coefficients, _, info = edm_weights(gram)
+        return GramWeights(
+            coefficients, {"solver_iterations": info["solver_iterations"]}, min_norm_failure(info)
+        )
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
-        _, coefficients, _, info = self._edm(matrix)
-        weights = coefficients.to(device=matrix.device, dtype=matrix.dtype)
-        return Aggregation(weights @ matrix, weights, info)
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"solver_failures": self.solver_failures}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.solver_failures = int(state["solver_failures"])
+def min_norm_failure(info: dict[str, float]) -> str | None:
+    if info.get("converged", 1.0) >= 1.0:
+        return None
+    return (
+        f"the min-norm solver missed its tolerance after "
+        f"{int(info.get('solver_iterations', 0))} iterations; using its best iterate"
+    )

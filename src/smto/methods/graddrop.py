@@ -7,12 +7,12 @@ Multitask Models with Gradient Sign Dropout", NeurIPS 2020 (arXiv 2010.06808).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
-from smto.method import Aggregation, GradientMethod, Scale, Space, StepResult
+from smto.jacobian import TaskGradients
+from smto.method import Aggregation, GradientMethod, Scale, Space
 
 EPS = 1e-7
 """The original's epsilon (sign purity denominator, "small activation" threshold)."""
@@ -42,7 +42,7 @@ class GradDrop(GradientMethod):
     computed per feature from the gradients multiplied by the sign of the representation and
     summed over the batch (dimension 0), and one draw per feature decides for the whole
     batch. Otherwise (``space="params"``, ``marginalize=False``, or :meth:`aggregate` called
-    without a :meth:`backward`) the purity and the draws are per coordinate of the K x N
+    without a representation) the purity and the draws are per coordinate of the K x N
     matrix, as in torchjd.
 
     The update is not a linear combination of the task gradients with fixed weights: the
@@ -86,24 +86,22 @@ class GradDrop(GradientMethod):
         self.k = float(k)
         self.leak = float(leak)
         self.marginalize = marginalize
-        self._representation: Tensor | None = None
 
-    def backward(
-        self,
-        losses: Tensor,
-        shared_params: Iterable[Tensor] | None = None,
-        features: Tensor | None = None,
-    ) -> StepResult:
+    def combine(self, grads: TaskGradients, losses: Tensor, features: Tensor | None) -> Aggregation:
+        """On the representation with ``marginalize=True``, the aggregation sees the
+        representation's values (see the class); otherwise :meth:`aggregate`'s."""
         use = self.marginalize and self.space is Space.FEATURES and features is not None
-        self._representation = features.detach() if use else None
-        try:
-            return super().backward(losses, shared_params, features)
-        finally:
-            self._representation = None
+        return self.aggregate(grads.matrix, losses, features.detach() if use else None)
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
+    def aggregate(
+        self, matrix: Tensor, losses: Tensor, representation: Tensor | None = None
+    ) -> Aggregation:
+        """GradDrop's update of the K x N ``matrix``; with ``representation`` (the values of
+        the representation whose per-task gradients the rows are, N entries), the
+        marginalized variant of the paper's Section 3.2."""
+        self._check_rows(matrix)
         k = matrix.shape[0]
-        rep = self._representation
+        rep = representation
         if rep is not None and rep.dim() >= 1 and rep.numel() == matrix.shape[1]:
             grads = matrix.reshape(k, rep.shape[0], -1)
             flat = rep.reshape(rep.shape[0], -1).to(matrix.dtype)

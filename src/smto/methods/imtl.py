@@ -7,14 +7,12 @@ ICLR 2021 (openreview IMPnRXEWpvr).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from smto.method import Aggregation, GradientMethod, LossMethod, Scale, Space
-from smto.solvers import SolverWarning
+from smto.method import GramMethod, GramWeights, LossMethod, Scale, Space
 
 
 def imtl_l_terms(s: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
@@ -23,8 +21,11 @@ def imtl_l_terms(s: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     return scale * losses - s.to(losses.dtype), scale.detach()
 
 
+SYSTEMS: tuple[str, ...] = ("paper", "transposed")
+
+
 def imtl_g_weights(
-    gram: Tensor, eps: float = 0.0, dtype_eps: float | None = None
+    gram: Tensor, eps: float = 0.0, dtype_eps: float | None = None, system: str = "paper"
 ) -> tuple[Tensor, bool]:
     """IMTL-G's weights alpha from the Gram matrix A = G G^T of the task gradients.
 
@@ -39,6 +40,10 @@ def imtl_g_weights(
     generalization of Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization",
     arXiv 2406.16232, which equals IMTL-G for independent gradients), or to 1/K each if that
     sum vanishes. Returns (alpha, solved) with ``solved`` False on a fallback.
+
+    ``system="transposed"`` solves the transposed system instead, alpha_{2..K} =
+    g_1 U^T (U D^T + eps I)^{-1}, as the main study's code does: for K >= 3 the projections
+    are then no longer equal (for K = 2 the two coincide).
 
     ``dtype_eps`` is the machine epsilon of the dtype the Gram matrix was computed in (it sets
     the singularity threshold); default: that of ``gram``.
@@ -69,7 +74,7 @@ def imtl_g_weights(
     bound = 4.0 * (k - 1) * scale
     smallest = torch.linalg.svdvals(du).min()
     if bool(smallest > k * precision * bound):
-        rest = torch.linalg.solve(du.T, g1u)
+        rest = torch.linalg.solve(du.T if system == "paper" else du, g1u)
         if bool(torch.isfinite(rest).all()):
             return torch.cat([(1.0 - rest.sum()).reshape(1), rest]), True
     return _pinv_weights(a, norms, k * precision), False
@@ -83,11 +88,66 @@ def _pinv_weights(a: Tensor, norms: Tensor, rtol: float) -> Tensor:
     return torch.full_like(norms, 1.0 / a.shape[0])
 
 
+SCALE_OPTIMIZERS: tuple[str, ...] = ("model", "own")
+
+
+def loss_scales(method: nn.Module, n_tasks: int, optimizer: str) -> None:
+    """Registers IMTL-L's log-scales ``s`` (init 0) on ``method``: an ``nn.Parameter`` with
+    ``scales_optimizer="model"``, a buffer requiring grad (trained by :class:`ScalesAdam`)
+    with ``"own"``."""
+    if optimizer not in SCALE_OPTIMIZERS:
+        raise ValueError(f"scales_optimizer must be one of {SCALE_OPTIMIZERS}, got {optimizer!r}")
+    if optimizer == "model":
+        method.s = nn.Parameter(torch.zeros(n_tasks))
+    else:
+        method.register_buffer("s", torch.zeros(n_tasks).requires_grad_(True))
+
+
+class ScalesAdam:
+    """The main study's Adam of IMTL-L's scales: a fixed learning rate ``lr`` (the run's
+    initial one), stepped inside ``backward`` on the gradient e^s L - 1. Rebuilt, keeping
+    its state, when ``s`` was replaced (``method.to(device)``)."""
+
+    def __init__(self, lr: float | None) -> None:
+        if lr is not None and (
+            isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0
+        ):
+            raise ValueError(f"scales_lr must be a number > 0 or None, got {lr!r}")
+        self.lr = None if lr is None else float(lr)
+        self._adam: torch.optim.Adam | None = None
+        self._state: dict[str, Any] | None = None
+
+    def step(self, s: Tensor, losses: Tensor) -> None:
+        if self.lr is None:
+            raise ValueError(
+                "scales_optimizer='own' needs scales_lr (the run's initial learning rate; "
+                "smto.train sets it from the run)"
+            )
+        if self._adam is None or self._adam.param_groups[0]["params"][0] is not s:
+            adam = torch.optim.Adam([s], lr=self.lr)
+            state = self._adam.state_dict() if self._adam is not None else self._state
+            if state is not None:
+                adam.load_state_dict(state)
+            self._adam, self._state = adam, None
+        s.grad = torch.exp(s.detach()) * losses.detach().to(s) - 1.0
+        self._adam.step()
+        s.grad = None
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self._adam.state_dict() if self._adam is not None else self._state
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        self._adam, self._state = None, state
+
+
 class IMTLL(LossMethod):
     """IMTL-L: minimizes sum_k e^{s_k} L_k - s_k with s learned (init 0).
 
-    ``s`` is an ``nn.Parameter``: give ``method.parameters()`` to the optimizer. Its gradient
-    e^{s_k} L_k - 1 vanishes where e^{s_k} L_k = 1, so the scaled losses are driven to 1.
+    The gradient of ``s``, e^{s_k} L_k - 1, vanishes where e^{s_k} L_k = 1, so the scaled
+    losses are driven to 1. With ``scales_optimizer="model"`` (default) ``s`` is an
+    ``nn.Parameter``: give ``method.parameters()`` to the optimizer. With ``"own"`` (the main
+    study's code) an Adam of its own trains ``s`` at ``scales_lr`` (the run's initial
+    learning rate, unscheduled), whatever the model's optimizer.
 
     Scale (CUSTOM): weight e^{s_k} (1 each at initialization, sum K).
     """
@@ -95,12 +155,27 @@ class IMTLL(LossMethod):
     display_name = "IMTL-L"
     scale = Scale.CUSTOM
 
-    def __init__(self, n_tasks: int) -> None:
+    def __init__(
+        self, n_tasks: int, scales_optimizer: str = "model", scales_lr: float | None = None
+    ) -> None:
         super().__init__(n_tasks)
-        self.s = nn.Parameter(torch.zeros(n_tasks))
+        loss_scales(self, n_tasks, scales_optimizer)
+        self.scales_optimizer = scales_optimizer
+        self.scales_lr = scales_lr
+        self._scales_adam = ScalesAdam(scales_lr)
 
     def terms(self, losses: Tensor) -> tuple[Tensor, Tensor]:
-        return imtl_l_terms(self.s, losses)
+        if self.scales_optimizer == "model":
+            return imtl_l_terms(self.s, losses)
+        terms, scale = imtl_l_terms(self.s.detach(), losses)
+        self._scales_adam.step(self.s, losses)
+        return terms, scale
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"scales_adam": self._scales_adam.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._scales_adam.load_state_dict(state["scales_adam"])
 
 
 def _check_eps(eps: Any) -> float:
@@ -114,7 +189,7 @@ def _check_eps(eps: Any) -> float:
     return float(eps)
 
 
-class IMTLG(GradientMethod):
+class IMTLG(GramMethod):
     """IMTL-G: the combination of the task gradients, weights summing to 1, whose projections
     on every unit task gradient are equal (see :func:`imtl_g_weights`).
 
@@ -123,9 +198,12 @@ class IMTLG(GradientMethod):
     inverse: the study's original code adds 1e-6 I (``eps=1e-6`` reproduces it), and with it
     IMTL still diverged on QM9 (11 tasks; numerical overflow, attributed to the unbounded
     weights), so the ridge is no safeguard; the default is 0 (the plain solve, as in the
-    paper). Where the system is numerically singular (collinear gradients)
-    the step falls back to the pseudo-inverse weights, sets ``info["converged"] = 0``,
-    counts ``solver_failures`` and warns (:class:`smto.solvers.SolverWarning`).
+    paper). ``system="transposed"`` solves the transposed system, as the main study's code
+    does (its published Cityscapes S_D_I IMTL numbers come from it): for K >= 3 its
+    projections are not equal; the default ``"paper"`` agrees with the paper and torchjd.
+    Where the system is numerically singular (collinear gradients) the step falls back to
+    the pseudo-inverse weights, sets ``info["converged"] = 0``, counts ``solver_failures``
+    and warns (:class:`smto.solvers.SolverWarning`).
 
     Scale (MEAN): the weights sum to 1 (they can be negative and large when gradients nearly
     oppose each other).
@@ -135,55 +213,73 @@ class IMTLG(GradientMethod):
     scale = Scale.MEAN
     default_space = Space.FEATURES
 
-    def __init__(self, n_tasks: int, eps: float = 0.0, space: str | None = None) -> None:
+    def __init__(
+        self, n_tasks: int, eps: float = 0.0, system: str = "paper", space: str | None = None
+    ) -> None:
         super().__init__(n_tasks, space)
+        if system not in SYSTEMS:
+            raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
         self.eps = _check_eps(eps)
-        self.solver_failures = 0
+        self.system = system
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
-        gram = (matrix @ matrix.T).cpu()
-        alpha, solved = imtl_g_weights(gram, self.eps)
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        alpha, solved = imtl_g_weights(gram, self.eps, dtype_eps, self.system)
+        failure = None
         if not solved:
-            self.solver_failures += 1
-            warnings.warn(
-                f"{self.display_name}: D U^T is numerically singular (collinear or zero task "
-                "gradients); using the pseudo-inverse weights for this step",
-                SolverWarning,
-                stacklevel=2,
+            failure = (
+                "D U^T is numerically singular (collinear or zero task gradients); using the "
+                "pseudo-inverse weights for this step"
             )
-        weights = alpha.to(device=matrix.device, dtype=matrix.dtype)
-        return Aggregation(weights @ matrix, weights, {"converged": float(solved)})
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"solver_failures": self.solver_failures}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.solver_failures = int(state["solver_failures"])
+        return GramWeights(alpha, {}, failure)
 
 
 class IMTL(IMTLG):
     """IMTL (hybrid): IMTL-L scales the losses, IMTL-G combines the gradients of the scaled
     losses e^{s_k} L_k - s_k.
 
-    ``s`` (init 0) is an ``nn.Parameter`` (give ``method.parameters()`` to the optimizer); it
-    receives the gradient e^{s_k} L_k - 1. The reported weights are IMTL-G's alpha on the
-    gradients of the scaled losses (as in the original); the effective weight of the raw loss
-    L_k in the shared update is alpha_k e^{s_k}, reported as ``info["loss_scale_k"]`` = e^{s_k}.
+    ``s`` (init 0) receives the gradient e^{s_k} L_k - 1; with ``scales_optimizer="model"``
+    (default) it is an ``nn.Parameter`` (give ``method.parameters()`` to the optimizer), with
+    ``"own"`` an Adam of its own trains it at ``scales_lr`` (the main study's code; see
+    :class:`IMTLL`). The reported weights are IMTL-G's alpha on the gradients of the scaled
+    losses (as in the original); the effective weight of the raw loss L_k in the shared
+    update is alpha_k e^{s_k}, reported as ``info["loss_scale_k"]`` = e^{s_k}.
 
     Scale (MEAN): alpha sums to 1 (the loss scales e^{s_k} come on top).
     """
 
     display_name = "IMTL"
 
-    def __init__(self, n_tasks: int, eps: float = 0.0, space: str | None = None) -> None:
-        super().__init__(n_tasks, eps, space)
-        self.s = nn.Parameter(torch.zeros(n_tasks))
+    def __init__(
+        self,
+        n_tasks: int,
+        eps: float = 0.0,
+        system: str = "paper",
+        scales_optimizer: str = "model",
+        scales_lr: float | None = None,
+        space: str | None = None,
+    ) -> None:
+        super().__init__(n_tasks, eps, system, space)
+        loss_scales(self, n_tasks, scales_optimizer)
+        self.scales_optimizer = scales_optimizer
+        self.scales_lr = scales_lr
+        self._scales_adam = ScalesAdam(scales_lr)
 
     def transform_losses(self, losses: Tensor) -> Tensor:
-        return imtl_l_terms(self.s, losses)[0]
+        if self.scales_optimizer == "model":
+            return imtl_l_terms(self.s, losses)[0]
+        transformed = imtl_l_terms(self.s.detach(), losses)[0]
+        self._scales_adam.step(self.s, losses)
+        return transformed
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
-        result = super().aggregate(matrix, losses)
+    def get_extra_state(self) -> dict[str, Any]:
+        return {**super().get_extra_state(), "scales_adam": self._scales_adam.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        self._scales_adam.load_state_dict(state.get("scales_adam"))
+
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        result = super().weigh(gram, losses, dtype_eps)
         scales = torch.exp(self.s.detach()).tolist()
         info = {**result.info, **{f"loss_scale_{k}": v for k, v in enumerate(scales)}}
-        return Aggregation(result.direction, result.weights, info)
+        return GramWeights(result.weights, info, result.failure)

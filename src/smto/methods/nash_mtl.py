@@ -7,18 +7,16 @@ Bargaining Game", ICML 2022, arXiv 2202.01017.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from smto.method import Aggregation, GradientMethod, Scale
-from smto.solvers import SolverWarning
+from smto.method import GramMethod, GramWeights, Scale
 from smto.solvers.nash import solve_nash
 
 
-class NashMTL(GradientMethod):
+class NashMTL(GramMethod):
     """Nash-MTL: d = sum_i alpha_i g_i with ``G G^T alpha = 1/alpha`` (alpha > 0), clipped.
 
     The bargaining solution gives every task the same "utility" ``alpha_i g_i^T d = 1``
@@ -41,6 +39,11 @@ class NashMTL(GradientMethod):
     ``1 / ||g_i||``. With the default ``max_norm = 1`` and K >= 2 the clip is always active:
     the shared update has norm 1 (a normalized-gradient step).
 
+    Heads (``heads``): ``"sum"`` (default, PROTOCOL.md) gives them the plain sum of their
+    task gradients; ``"weighted"`` (the main study's and Navon et al.'s code, which
+    backpropagate ``sum_i alpha_i L_i`` and clip only the shared parameters) gives them
+    ``sum_i alpha_i grad L_i`` with the unclipped alpha.
+
     ``info``: ``converged``, ``solver_iterations``, ``residual``
     (``max_i |alpha_i (G G^T alpha)_i - 1|``), ``weights_updated`` (1 on solving steps; the
     other steps report converged 1, 0 iterations and the residual of the last solve).
@@ -56,9 +59,10 @@ class NashMTL(GradientMethod):
         update_weights_every: int = 1,
         max_iter: int = 100,
         tol: float = 1e-6,
+        heads: str = "sum",
         space: str | None = None,
     ) -> None:
-        super().__init__(n_tasks, space)
+        super().__init__(n_tasks, space, heads)
         if max_norm is not None and (
             isinstance(max_norm, bool)
             or not isinstance(max_norm, (int, float))
@@ -86,55 +90,47 @@ class NashMTL(GradientMethod):
         self.tol = tol
         self.register_buffer("alpha", torch.ones(n_tasks, dtype=torch.float64))
         self.steps = 0
-        self.solver_failures = 0
         self._last_residual = math.nan
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
         solving = self.steps % self.update_weights_every == 0
         info = {
-            "converged": 1.0,
             "solver_iterations": 0.0,
             "residual": self._last_residual,
             "weights_updated": float(solving),
         }
+        failure = None
         if solving:
-            info.update(self._solve(matrix))
+            init = self.alpha if self.steps > 0 else None
+            alpha, solved = solve_nash(gram, tol=self.tol, max_iter=self.max_iter, init=init)
+            info["solver_iterations"] = solved["solver_iterations"]
+            info["residual"] = solved["residual"]
+            if solved["converged"] == 1.0:
+                self.alpha.copy_(torch.from_numpy(alpha))
+                self._last_residual = solved["residual"]
+            else:
+                failure = (
+                    f"no solution of G G^T alpha = 1/alpha found (residual "
+                    f"{solved['residual']:.3g} after {int(solved['solver_iterations'])} Newton "
+                    "steps: a zero gradient or conflicting gradients?); keeping the previous "
+                    "weights"
+                )
         self.steps += 1
-        weights = self.alpha.to(device=matrix.device, dtype=matrix.dtype, copy=True)
-        direction = weights @ matrix
+        alpha = self.alpha.detach().cpu().clone()
+        weights = alpha
         if self.max_norm:
-            factor = (self.max_norm / (torch.linalg.vector_norm(direction) + 1e-6)).clamp(max=1.0)
-            weights = weights * factor
-            direction = direction * factor
-        return Aggregation(direction, weights, info)
-
-    def _solve(self, matrix: Tensor) -> dict[str, float]:
-        gram = matrix @ matrix.T
-        init = self.alpha if self.steps > 0 else None
-        alpha, info = solve_nash(gram, tol=self.tol, max_iter=self.max_iter, init=init)
-        if info["converged"] == 1.0:
-            self.alpha.copy_(torch.from_numpy(alpha))
-            self._last_residual = info["residual"]
-        else:
-            self.solver_failures += 1
-            warnings.warn(
-                f"{self.display_name}: no solution of G G^T alpha = 1/alpha found "
-                f"(residual {info['residual']:.3g} after {int(info['solver_iterations'])} "
-                "Newton steps: a zero gradient or conflicting gradients?); keeping the "
-                "previous weights",
-                SolverWarning,
-                stacklevel=4,
-            )
-        return info
+            norm = float(alpha @ gram @ alpha) ** 0.5
+            weights = alpha * min(1.0, self.max_norm / (norm + 1e-6))
+        return GramWeights(weights, info, failure, head_weights=alpha)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {
+            **super().get_extra_state(),
             "steps": self.steps,
-            "solver_failures": self.solver_failures,
             "last_residual": self._last_residual,
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)
         self.steps = int(state["steps"])
-        self.solver_failures = int(state["solver_failures"])
         self._last_residual = float(state["last_residual"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from smto.method import Aggregation, GradientMethod, Scale
+from smto.method import GramMethod, GramWeights, Scale
 
 
 def pcgrad_weights(gram: Tensor, orders: Tensor) -> Tensor:
@@ -37,11 +37,11 @@ def pcgrad_weights(gram: Tensor, orders: Tensor) -> Tensor:
     return coefficients
 
 
-class PCGrad(GradientMethod):
+class PCGrad(GramMethod):
     """Projects each task gradient off the other tasks' gradients it conflicts with.
 
     For each task i, in a random order of the other tasks (a fresh ``torch.randperm`` per
-    task, from torch's global RNG on the gradients' device, as torchjd and the original's
+    task, from torch's global CPU RNG, as torchjd and the original's
     per-task shuffle), ``g_i`` is projected off each ORIGINAL ``g_j`` it conflicts with at
     that moment; the update is the sum of the projected gradients (``Scale.SUM``: without
     conflicts it is the plain sum, weights 1 each).
@@ -61,10 +61,7 @@ class PCGrad(GradientMethod):
     def __init__(self, n_tasks: int, space: str | None = None) -> None:
         super().__init__(n_tasks, space)
 
-    def aggregate(self, matrix: Tensor, losses: Tensor) -> Aggregation:
-        k = matrix.shape[0]
-        orders = torch.stack([torch.randperm(k, device=matrix.device) for _ in range(k)])
-        gram = (matrix @ matrix.T).to(device="cpu", dtype=torch.float64)
-        coefficients = pcgrad_weights(gram, orders.cpu())
-        weights = coefficients.sum(dim=0).to(device=matrix.device, dtype=matrix.dtype)
-        return Aggregation(weights @ matrix, weights)
+    def weigh(self, gram: Tensor, losses: Tensor, dtype_eps: float) -> GramWeights:
+        k = gram.shape[0]
+        orders = torch.stack([torch.randperm(k) for _ in range(k)])
+        return GramWeights(pcgrad_weights(gram, orders).sum(dim=0))

@@ -49,6 +49,8 @@ class RunRecord:
     """Single-task runs: for each "task/metric", the epoch of its best validation value, that
     value and the test value at that epoch (PROTOCOL.md: single-task best epochs per metric)."""
     diverged_epoch: int | None = None
+    diverged_step: int | None = None
+    """The batch index, within ``diverged_epoch``, of the step that was not finite."""
     solver_failures: int = 0
     seconds: float = 0.0
 

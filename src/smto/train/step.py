@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from smto.errors import NonFiniteError
 from smto.method import LossMethod, Method, StepResult
 from smto.models.base import SharedEncoderModel
 
@@ -22,7 +23,8 @@ LossFn = Callable[[Mapping[str, Tensor], Any], Tensor]
 
 
 class Diverged(Exception):
-    """A loss became NaN or infinite."""
+    """A loss, an objective term or a task gradient became NaN or infinite (the method
+    raised :class:`smto.errors.NonFiniteError`); the message names the tasks."""
 
 
 def training_step(
@@ -41,7 +43,8 @@ def training_step(
     """Trains on one batch; returns the detached (K,) losses and the method's report.
 
     ``validation`` is the (inputs, targets) of a validation batch for methods that declare
-    ``needs_validation_batch``. A non-finite loss raises :class:`Diverged` before any update.
+    ``needs_validation_batch``. A non-finite loss, objective term or task gradient raises
+    :class:`Diverged` before the optimizer step.
     """
 
     def task_losses(batch: tuple[Any, Any]) -> Tensor:
@@ -56,15 +59,15 @@ def training_step(
     optimizer.zero_grad(set_to_none=True)
     features, outputs = model(inputs, head_inputs=method.head_inputs)
     losses = loss_fn(outputs, targets)
-    if not bool(torch.isfinite(losses).all()):
-        names = task_names or [str(k) for k in range(losses.shape[0])]
-        raise Diverged(", ".join(f"{t}={v:.4g}" for t, v in zip(names, losses.tolist())))
-    if per_task_grads:
-        if not isinstance(method, LossMethod):
-            raise ValueError("per-task gradients need a loss-based method")
-        result = method.backward(losses, shared, features, per_task_grads=True)
-    else:
-        result = method.backward(losses, shared, features)
+    if per_task_grads and not isinstance(method, LossMethod):
+        raise ValueError("per-task gradients need a loss-based method")
+    try:
+        if per_task_grads:
+            result = method.backward(losses, shared, features, per_task_grads=True)
+        else:
+            result = method.backward(losses, shared, features)
+    except NonFiniteError as error:
+        raise Diverged(error.describe(task_names)) from None
     optimizer.step()
     if method.needs_post_step:
         with torch.inference_mode():

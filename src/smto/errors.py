@@ -1,0 +1,61 @@
+"""The one exception every method raises on non-finite input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+class NonFiniteError(FloatingPointError):
+    """A task loss, a method's objective term or a task gradient is NaN or infinite.
+
+    ``tasks`` are the indices of the tasks concerned and ``quantity`` what was non-finite
+    ("loss", "objective term", "gradient"). A trainer maps the indices to task names with
+    :meth:`describe` and records the run as diverged; nothing has been written into
+    ``.grad`` of the shared parameters when a gradient method raises it.
+    """
+
+    def __init__(
+        self, quantity: str, tasks: Sequence[int], values: Sequence[float] | None = None
+    ) -> None:
+        self.quantity = quantity
+        self.tasks = list(tasks)
+        self.values = None if values is None else [float(v) for v in values]
+        super().__init__(self.describe())
+
+    def describe(self, task_names: Sequence[str] | None = None) -> str:
+        """The message, with the tasks named by ``task_names`` (indices by default)."""
+        names = [
+            task_names[k] if task_names is not None and k < len(task_names) else f"task {k}"
+            for k in self.tasks
+        ]
+        shown = ", ".join(
+            f"{n} = {v:.4g}" if self.values is not None else n
+            for n, v in zip(names, self.values or [0.0] * len(names))
+        )
+        return (
+            f"non-finite {self.quantity} of {shown}: the training diverged (lower the learning "
+            "rate, check the inputs and targets for NaN, or clip the gradients)"
+        )
+
+
+def check_finite(quantity: str, values: Tensor) -> None:
+    """Raises :class:`NonFiniteError` naming the entries of the (K,) tensor ``values`` that
+    are NaN or infinite. One host synchronization."""
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero().flatten().tolist()
+    flat = values.detach().flatten()
+    raise NonFiniteError(quantity, bad, [float(flat[k]) for k in bad])
+
+
+def check_rows(quantity: str, matrix: Tensor) -> None:
+    """Raises :class:`NonFiniteError` naming the rows (tasks) of the K x N ``matrix`` that
+    hold a NaN or an infinity. One host synchronization."""
+    finite = torch.isfinite(matrix).all(dim=1)
+    if bool(finite.all()):
+        return
+    raise NonFiniteError(quantity, (~finite).nonzero().flatten().tolist())
