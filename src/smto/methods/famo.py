@@ -6,6 +6,7 @@ Liu, Liu, Ye, Stone, Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -139,7 +140,7 @@ class FAMO(LossMethod):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         adam = torch.optim.Adam([self.logits], lr=self.logit_lr, weight_decay=self.gamma)
-        adam.load_state_dict(state["adam"])
+        adam.load_state_dict(copy.deepcopy(state["adam"]))  # not shared with the source
         for group in adam.param_groups:
             group["lr"] = self.logit_lr
             group["weight_decay"] = self.gamma

@@ -50,6 +50,10 @@ class GradDrop(GradientMethod):
     ``d`` on the task gradients (``w @ G`` is the projection of ``d`` on their span).
     Randomness: torch's global RNG on the gradients' device.
 
+    The purity's epsilon is absolute, as in the original and PROTOCOL.md: where the summed
+    absolute gradients of a coordinate are not much larger than 1e-7, the purity tends to
+    0.5 even if all signs agree, and the update is no longer the plain sum there.
+
     Differences from the original: the rescaling divides by ``|transformed|`` (zero if that
     is zero) instead of ``|transformed| + 1e-7``, so that sign-agreeing gradients give their
     sum exactly; the purity's epsilon is written as in PROTOCOL.md

@@ -6,6 +6,7 @@ ICLR 2021 (openreview IMPnRXEWpvr).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -93,20 +94,20 @@ SCALE_OPTIMIZERS: tuple[str, ...] = ("model", "own")
 
 def loss_scales(method: nn.Module, n_tasks: int, optimizer: str) -> None:
     """Registers IMTL-L's log-scales ``s`` (init 0) on ``method``: an ``nn.Parameter`` with
-    ``scales_optimizer="model"``, a buffer requiring grad (trained by :class:`ScalesAdam`)
-    with ``"own"``."""
+    ``scales_optimizer="model"``, a buffer (trained by :class:`ScalesAdam`) with ``"own"``."""
     if optimizer not in SCALE_OPTIMIZERS:
         raise ValueError(f"scales_optimizer must be one of {SCALE_OPTIMIZERS}, got {optimizer!r}")
     if optimizer == "model":
         method.s = nn.Parameter(torch.zeros(n_tasks))
     else:
-        method.register_buffer("s", torch.zeros(n_tasks).requires_grad_(True))
+        method.register_buffer("s", torch.zeros(n_tasks))
 
 
 class ScalesAdam:
     """The main study's Adam of IMTL-L's scales: a fixed learning rate ``lr`` (the run's
-    initial one), stepped inside ``backward`` on the gradient e^s L - 1. Rebuilt, keeping
-    its state, when ``s`` was replaced (``method.to(device)``)."""
+    initial one), stepped inside ``backward`` on the gradient e^s L - 1 and written back
+    into the buffer ``s``. Rebuilt, keeping its state, when ``s`` moved
+    (``method.to(device)``)."""
 
     def __init__(self, lr: float | None) -> None:
         if lr is not None and (
@@ -115,6 +116,7 @@ class ScalesAdam:
             raise ValueError(f"scales_lr must be a number > 0 or None, got {lr!r}")
         self.lr = None if lr is None else float(lr)
         self._adam: torch.optim.Adam | None = None
+        self._leaf: Tensor | None = None
         self._state: dict[str, Any] | None = None
 
     def step(self, s: Tensor, losses: Tensor) -> None:
@@ -123,21 +125,27 @@ class ScalesAdam:
                 "scales_optimizer='own' needs scales_lr (the run's initial learning rate; "
                 "smto.train sets it from the run)"
             )
-        if self._adam is None or self._adam.param_groups[0]["params"][0] is not s:
-            adam = torch.optim.Adam([s], lr=self.lr)
+        leaf = self._leaf
+        if self._adam is None or leaf is None or (leaf.device, leaf.dtype) != (s.device, s.dtype):
+            leaf = s.detach().clone().requires_grad_(True)
+            adam = torch.optim.Adam([leaf], lr=self.lr)
             state = self._adam.state_dict() if self._adam is not None else self._state
             if state is not None:
                 adam.load_state_dict(state)
-            self._adam, self._state = adam, None
-        s.grad = torch.exp(s.detach()) * losses.detach().to(s) - 1.0
+            self._adam, self._leaf, self._state = adam, leaf, None
+        with torch.no_grad():
+            leaf.copy_(s)
+        leaf.grad = torch.exp(s) * losses.detach().to(s) - 1.0
         self._adam.step()
-        s.grad = None
+        leaf.grad = None
+        with torch.no_grad():
+            s.copy_(leaf)
 
     def state_dict(self) -> dict[str, Any] | None:
         return self._adam.state_dict() if self._adam is not None else self._state
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        self._adam, self._state = None, state
+        self._adam, self._leaf, self._state = None, None, copy.deepcopy(state)
 
 
 class IMTLL(LossMethod):
@@ -167,7 +175,7 @@ class IMTLL(LossMethod):
     def terms(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         if self.scales_optimizer == "model":
             return imtl_l_terms(self.s, losses)
-        terms, scale = imtl_l_terms(self.s.detach(), losses)
+        terms, scale = imtl_l_terms(self.s, losses)
         self._scales_adam.step(self.s, losses)
         return terms, scale
 
@@ -267,7 +275,7 @@ class IMTL(IMTLG):
     def transform_losses(self, losses: Tensor) -> Tensor:
         if self.scales_optimizer == "model":
             return imtl_l_terms(self.s, losses)[0]
-        transformed = imtl_l_terms(self.s.detach(), losses)[0]
+        transformed = imtl_l_terms(self.s, losses)[0]
         self._scales_adam.step(self.s, losses)
         return transformed
 

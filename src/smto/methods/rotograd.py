@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from smto.errors import check_rows
 from smto.jacobian import accumulate_grad, other_leaves
 from smto.method import Method, Scale, Space, StepResult
 
@@ -158,7 +159,7 @@ class RotoGrad(Method):
         self.register_buffer("base", base)
         self.register_buffer("initial_norms", torch.ones(n_tasks))
         self.steps = 0
-        self._forward: tuple[Tensor, list[Tensor], Tensor] | None = None
+        self._forward: tuple[Tensor, list[Tensor], Tensor, Tensor] | None = None
 
     def rotations(self) -> Tensor:
         """The K rotation matrices (K, n, n), with their graph to ``rotation_params``."""
@@ -180,11 +181,13 @@ class RotoGrad(Method):
                 f"representation has shape {tuple(features.shape)}: choose feature_size <= "
                 f"{features.shape[1] if features.dim() >= 2 else 0}"
             )
-        with torch.no_grad():
-            rotations = self.rotations().to(device=features.device, dtype=features.dtype)
+        training = torch.is_grad_enabled() and features.requires_grad
+        with torch.set_grad_enabled(training):
+            with_graph = self.rotations()  # the one matrix_exp of the step
+        rotations = with_graph.detach().to(device=features.device, dtype=features.dtype)
         rotated = [rotate(features, rotations[k]) for k in range(self.n_tasks)]
-        if torch.is_grad_enabled() and features.requires_grad:
-            self._forward = (features, rotated, rotations)
+        if training:
+            self._forward = (features, rotated, rotations, with_graph)
         return rotated
 
     def backward(
@@ -204,7 +207,7 @@ class RotoGrad(Method):
                 " and pass its representation as features"
             )
         self._forward = None
-        _, rotated, rotations = cached
+        _, rotated, rotations, with_graph = cached
         k = self.n_tasks
         others = other_leaves(losses, exclude=(features,), boundary=features)
         grads = torch.autograd.grad(losses.sum(), [*rotated, *others], allow_unused=True)
@@ -213,17 +216,18 @@ class RotoGrad(Method):
                 "a task loss does not depend on its head's input from method.head_inputs: "
                 "head k must take head_inputs(z)[k]"
             )
+        at_heads = torch.stack(grads[:k])
+        check_rows("gradient", at_heads.flatten(1))
         accumulate_grad(
             others, [torch.zeros_like(p) if g is None else g for p, g in zip(others, grads[k:])]
         )
-        at_heads = torch.stack(grads[:k])
         task_grads = unrotate(at_heads, rotations)
         norms = torch.linalg.vector_norm(task_grads.flatten(1), dim=1)
         safe = norms.clamp_min(TINY)
         shape = (k,) + (1,) * (task_grads.dim() - 1)
         mean_norm = torch.linalg.vector_norm(task_grads.mean(dim=0))
         reference = (task_grads * (mean_norm / safe).view(shape)).mean(dim=0)
-        rotation_loss = self._rotation_backward(reference, at_heads)
+        rotation_loss = self._rotation_backward(with_graph, reference, at_heads)
 
         if self.scale_gradients:
             if self.steps == 0 or self.steps == self.burn_in_period:
@@ -237,16 +241,17 @@ class RotoGrad(Method):
         features.backward(torch.tensordot(weights, task_grads, 1))
         return self._report(weights, {"rotation_loss": rotation_loss})
 
-    def _rotation_backward(self, reference: Tensor, at_heads: Tensor) -> float:
+    def _rotation_backward(self, rotations: Tensor, reference: Tensor, at_heads: Tensor) -> float:
         """Accumulates the gradient of sum_k mean_b |R_k v_b - h_k,b|^2 into the rotation
-        parameters and returns that loss."""
+        parameters (through ``rotations``, the forward's matrices with their graph) and
+        returns that loss."""
         n = self.feature_size
         param = self.rotation_params
         v = reference.detach().to(device=param.device, dtype=param.dtype)
         h = at_heads.detach().to(device=param.device, dtype=param.dtype)
         batch = h.shape[1]
         with torch.enable_grad():
-            rotated = torch.einsum("kij,bj...->kbi...", self.rotations(), v[:, :n])
+            rotated = torch.einsum("kij,bj...->kbi...", rotations, v[:, :n])
             loss = (rotated - h[:, :, :n]).pow(2).sum() / batch
             (grad,) = torch.autograd.grad(loss, param)
         accumulate_grad([param], [grad])
