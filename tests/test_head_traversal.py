@@ -17,7 +17,9 @@ SETTINGS = {"rotograd": {"feature_size": 6}}
 def _model(n_tasks: int) -> SharedEncoderModel:
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Linear(5, 6), nn.Tanh())
-    heads = {f"T{k}": nn.Sequential(nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 1)) for k in range(n_tasks)}
+    heads = {
+        f"T{k}": nn.Sequential(nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 1)) for k in range(n_tasks)
+    }
     return SharedEncoderModel(encoder, heads)
 
 

@@ -200,9 +200,7 @@ class GradientEngine:
                 if result is not None:
                     return result
         representation = len(shared) == 1 and features is not None and shared[0] is features
-        others = other_leaves(
-            losses, exclude=shared, boundary=features if representation else None
-        )
+        others = other_leaves(losses, exclude=shared, boundary=features if representation else None)
         grads = self.vjp(losses, [*shared, *others], torch.diag(scales), retain_graph)
         n = len(shared)
         return TaskGradients(

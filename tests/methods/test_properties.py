@@ -26,7 +26,16 @@ RANDOMIZED = {"pcgrad", "graddrop"}
 """Their random draws depend on the task order: no permutation equivariance per draw."""
 LEAST_SQUARES_WEIGHTS = {"graddrop"}
 """The update is not a fixed combination of the gradients; its weights are a projection."""
-SCALE_INVARIANT_WEIGHTS = {"mgda", "mgda_ub", "imtl_g", "imtl", "edm", "cdtt", "pcgrad", "aligned_mtl"}
+SCALE_INVARIANT_WEIGHTS = {
+    "mgda",
+    "mgda_ub",
+    "imtl_g",
+    "imtl",
+    "edm",
+    "cdtt",
+    "pcgrad",
+    "aligned_mtl",
+}
 """Weights that do not change when every gradient is multiplied by the same c > 0."""
 
 

@@ -32,7 +32,9 @@ def test_imtl_g_hand_case_for_both_systems(name: str, system: str) -> None:
     if system == "paper":
         expected = torch.tensor([0.776, 0.388, -0.164], dtype=F64)
         torch.testing.assert_close(agg.weights, expected, atol=5e-4, rtol=0)
-        torch.testing.assert_close(projections, torch.full((3,), 0.612, dtype=F64), atol=5e-4, rtol=0)
+        torch.testing.assert_close(
+            projections, torch.full((3,), 0.612, dtype=F64), atol=5e-4, rtol=0
+        )
         assert float(projections.max() - projections.min()) < 1e-12
     else:  # the study's code: the transposed system, unequal projections
         expected = torch.tensor([0.5993, 0.2587, 0.1420], dtype=F64)
