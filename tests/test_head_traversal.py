@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import smto
+from smto.capabilities import head_inputs_of
 from smto.jacobian import GradientEngine
 from smto.models.base import SharedEncoderModel
 
@@ -55,7 +56,7 @@ def test_each_head_is_traversed_once_per_step(name: str, n_tasks: int, mode: str
     targets = torch.randn(n_tasks, 9, generator=g)
     for _ in range(2):
         model.zero_grad()
-        z, out = model(x, head_inputs=method.head_inputs)
+        z, out = model(x, head_inputs=head_inputs_of(method))
         losses = torch.stack(
             [((out[f"T{k}"].squeeze(-1) - targets[k]) ** 2).mean() for k in range(n_tasks)]
         )

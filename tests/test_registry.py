@@ -9,6 +9,7 @@ import torch
 
 import smto
 from conftest import TinyMTL, tiny_batch, tiny_losses
+from smto.capabilities import EpochEnd, PostStep, ValidationStep, head_inputs_of
 from smto.method import Scale, Space
 
 ALL_METHODS = smto.available()
@@ -47,22 +48,23 @@ def test_every_method_declares_its_conventions(name):
 def _step(model, method, optimizer, step: int, n_tasks: int):
     torch.manual_seed(1000 + step)
     x, ys = tiny_batch(n_tasks, seed=step)
-    if method.needs_validation_batch:
+    head_inputs = head_inputs_of(method)
+    if isinstance(method, ValidationStep):
 
         def task_losses(batch):
-            return tiny_losses(model, *batch, method.head_inputs)[1]
+            return tiny_losses(model, *batch, head_inputs)[1]
 
         validation = tiny_batch(n_tasks, seed=1000 + step)
         method.validation_step(task_losses, model, (x, ys), validation, lr=0.05)
     optimizer.zero_grad()
-    z, losses = tiny_losses(model, x, ys, method.head_inputs)
+    z, losses = tiny_losses(model, x, ys, head_inputs)
     result = method.backward(losses, model.encoder.parameters(), z)
     grads = [p.grad.clone() for p in model.parameters()]  # None would raise: all written
     optimizer.step()
-    if method.needs_post_step:
+    if isinstance(method, PostStep):
         with torch.no_grad():
-            method.post_step(tiny_losses(model, x, ys, method.head_inputs)[1])
-    if step % 2 == 1:
+            method.post_step(tiny_losses(model, x, ys, head_inputs)[1])
+    if step % 2 == 1 and isinstance(method, EpochEnd):
         method.end_epoch()
     return result, grads
 
@@ -99,3 +101,18 @@ def test_every_method_trains_reports_weights_and_round_trips_its_state(name):
         torch.testing.assert_close(twin_result.weights, result.weights, rtol=0, atol=0)
         for a, b in zip(grads, twin_grads):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_run_context_supplies_derived_defaults_below_the_given_ones():
+    context = smto.RunContext(
+        loss_types=("l1", "mse"), representation_size=2048, lr=0.01, weight_decay=1e-4
+    )
+    assert smto.create("uw", 2, context=context).loss_types == ("l1", "mse")
+    assert smto.create("rotograd", 2, context=context).feature_size == 512  # capped (study)
+    small = smto.RunContext(representation_size=50)
+    assert smto.create("rotograd", 2, context=small).feature_size == 50
+    assert smto.create("auto_lambda", 2, context=context).weight_decay == 1e-4
+    assert smto.create("imtl", 2, context=context).scales_lr == 0.01
+    given = smto.create("uw", 2, context=context, loss_types=("mse", "mse"))
+    assert given.loss_types == ("mse", "mse")
+    assert smto.create("uw", 2).loss_types == ("classification", "classification")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -117,8 +117,25 @@ class GramWeights:
     head_weights: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a trainer knows about its run, from which some methods derive defaults
+    (:meth:`Method.defaults_from`): the tasks' loss types (``"classification"``,
+    ``"segmentation"``, ``"l1"``, ``"mse"``), the size of dimension 1 of the representation,
+    the initial learning rate and the weight decay."""
+
+    loss_types: tuple[str, ...] | None = None
+    representation_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+
+
 class Method(nn.Module, ABC):
-    """Base class of every method. Subclass :class:`LossMethod` or :class:`GradientMethod`."""
+    """Base class of every method. Subclass :class:`LossMethod` or :class:`GradientMethod`.
+
+    The contract is :meth:`backward`; the few methods that need more of a training loop
+    declare it with a capability of :mod:`smto.capabilities`.
+    """
 
     display_name: ClassVar[str]
     """The name used in the papers' tables (e.g. "Nash-MTL")."""
@@ -126,10 +143,6 @@ class Method(nn.Module, ABC):
     """The scale convention of the update (see :class:`Scale`)."""
     space: Space
     """What the method works on (see :class:`Space`)."""
-    needs_post_step: ClassVar[bool] = False
-    """If true, call :meth:`post_step` with the same batch's losses after ``optimizer.step()``."""
-    needs_validation_batch: ClassVar[bool] = False
-    """If true, the method needs a validation batch each step (see its docstring)."""
     min_tasks: ClassVar[int] = 1
     """The smallest number of tasks the method is defined for."""
 
@@ -161,39 +174,12 @@ class Method(nn.Module, ABC):
                 working on the representation).
         """
 
-    def post_step(self, losses: Tensor) -> None:
-        """Called after ``optimizer.step()`` with the same batch's new losses, for methods
-        that declare ``needs_post_step`` (FAMO). The default does nothing."""
-
-    def head_inputs(self, features: Tensor) -> list[Tensor]:
-        """The input of each task's head: the shared representation for every task by
-        default (RotoGrad rotates it per task). Feed ``head_inputs(z)[k]`` to head k."""
-        return [features] * self.n_tasks
-
-    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Optimizer parameter groups for the method's own trainable parameters, given the
-        model's learning rate (RotoGrad scales it by its ``lr_relation``). Empty for methods
-        without parameters."""
-        params = list(self.parameters())
-        return [{"params": params, "lr": lr}] if params else []
-
-    def validation_step(
-        self,
-        task_losses: Callable[[Any], Tensor],
-        model: nn.Module,
-        train_batch: Any,
-        val_batch: Any,
-        lr: float,
-    ) -> None:
-        """Called before each training step's forward pass, for methods that declare
-        ``needs_validation_batch`` (Auto-Lambda), with the next batch of a cycled validation
-        loader. ``task_losses(batch)`` returns the model's per-task losses on a batch (with
-        graph); ``lr`` is the model optimizer's current learning rate. The default does
-        nothing."""
-
-    def end_epoch(self) -> None:
-        """Called by a trainer at the end of each training epoch, for methods whose weights
-        depend on per-epoch statistics (DWA). The default does nothing."""
+    @classmethod
+    def defaults_from(cls, context: RunContext) -> dict[str, Any]:
+        """Hyperparameter defaults this method derives from the run (UW's loss types,
+        RotoGrad's feature size, ...); the registry applies them below the caller's values.
+        None by default."""
+        return {}
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments of this method (each is kept as an attribute)."""

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from smto.method import Method
+from smto.method import Method, RunContext
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,16 @@ def spec(name: str) -> MethodSpec:
     return _REGISTRY[canonical]
 
 
-def create(name: str, n_tasks: int, **hyperparameters: Any) -> Method:
+def create(
+    name: str, n_tasks: int, context: RunContext | None = None, **hyperparameters: Any
+) -> Method:
     """Builds the method ``name`` for ``n_tasks`` tasks with the given hyperparameters.
 
-    Unknown hyperparameters and values of the wrong type are clear errors that list what is
-    valid; each method checks the range of its values itself.
+    ``context`` (a trainer's :class:`smto.method.RunContext`) supplies the defaults a method
+    derives from the run (:meth:`smto.method.Method.defaults_from`); registry defaults come
+    below them, the given hyperparameters above. Unknown hyperparameters and values of the
+    wrong type are clear errors that list what is valid; each method checks the range of its
+    values itself.
     """
     method_spec = spec(name)
     valid = method_spec.hyperparameters
@@ -112,7 +117,8 @@ def create(name: str, n_tasks: int, **hyperparameters: Any) -> Method:
         )
     for key, value in hyperparameters.items():
         _check_type(method_spec.name, valid[key], value)
-    arguments = {**method_spec.defaults, **hyperparameters}
+    derived = {} if context is None else method_spec.cls.defaults_from(context)
+    arguments = {**method_spec.defaults, **derived, **hyperparameters}
     method = method_spec.cls(n_tasks, **arguments)
     method.display_name = method_spec.display_name  # variants: "MGDA-UB", "RLW-Dirichlet"
     return method

@@ -10,6 +10,7 @@ import torch
 
 import smto
 from conftest import TinyMTL, tiny_batch, tiny_losses
+from smto.capabilities import head_inputs_of
 from smto.errors import NonFiniteError
 
 ALL_METHODS = smto.available()
@@ -39,7 +40,7 @@ def _poison_head_gradient(model: TinyMTL, value: float) -> None:
 def test_a_non_finite_loss_is_named(name: str, value: float) -> None:
     model, method = _setup(name)
     x, ys = tiny_batch(N_TASKS)
-    z, losses = tiny_losses(model, x, ys, method.head_inputs)
+    z, losses = tiny_losses(model, x, ys, head_inputs_of(method))
     factor = torch.ones(N_TASKS)
     factor[BAD_TASK] = value
     with pytest.raises(NonFiniteError, match="non-finite loss of task 1") as error:
@@ -55,7 +56,7 @@ def test_a_non_finite_task_gradient_is_named(name: str, value: float) -> None:
     model, method = _setup(name)
     _poison_head_gradient(model, value)
     x, ys = tiny_batch(N_TASKS)
-    z, losses = tiny_losses(model, x, ys, method.head_inputs)
+    z, losses = tiny_losses(model, x, ys, head_inputs_of(method))
     with pytest.raises(NonFiniteError, match="gradient") as error:
         method.backward(losses, model.encoder.parameters(), z)
     assert error.value.tasks == [BAD_TASK]

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from smto import registry
+from smto.capabilities import optimizer_groups
 from smto.jacobian import GradientEngine
 from smto.method import Aggregation, GradientMethod, Method, Scale
 from smto.models.base import SharedEncoderModel
@@ -156,7 +157,7 @@ class Stepper:
         self.method = method.to(device)
         lr = 1e-4
         self.optimizer = torch.optim.Adam(
-            [{"params": list(self.model.parameters())}, *method.parameter_groups(lr)], lr=lr
+            [{"params": list(self.model.parameters())}, *optimizer_groups(method, lr)], lr=lr
         )
         self.shared = list(self.model.shared_parameters())
         self.device = device

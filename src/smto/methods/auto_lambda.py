@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from smto.method import LossMethod, Scale
+from smto.capabilities import ValidationStep
+from smto.method import LossMethod, RunContext, Scale
 
 FD_SCALE = 0.01
 """The finite-difference step is ``0.01 / |d|`` (the original's ``compute_hessian``)."""
@@ -22,7 +23,7 @@ FD_SCALE = 0.01
 BUFFER_MODES: tuple[str, ...] = ("original", "restore")
 
 
-class AutoLambda(LossMethod):
+class AutoLambda(LossMethod, ValidationStep):
     """Minimizes sum_k w_k L_k with weights w learned to lower the validation loss after one
     virtual SGD step.
 
@@ -86,7 +87,13 @@ class AutoLambda(LossMethod):
 
     display_name = "Auto-Lambda"
     scale = Scale.CUSTOM
-    needs_validation_batch = True
+
+    @classmethod
+    def defaults_from(cls, context: RunContext) -> dict[str, Any]:
+        """The virtual step's weight decay: the run's."""
+        if context.weight_decay is None:
+            return {}
+        return {"weight_decay": context.weight_decay}
 
     def __init__(
         self,

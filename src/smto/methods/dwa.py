@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from smto.capabilities import EpochEnd
 from smto.method import LossMethod, Scale
 
 
-class DWA(LossMethod):
+class DWA(LossMethod, EpochEnd):
     """Minimizes sum_k w_k L_k with w_k = K exp(r_k / T) / sum_j exp(r_j / T).
 
     r_k = Lbar_k(t-1) / Lbar_k(t-2) is the ratio of the task's mean training loss over the

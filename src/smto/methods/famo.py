@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from smto.capabilities import PostStep
 from smto.method import LossMethod, Scale
 
 EPS = 1e-8
 """Added to L - L_min before the log (as in the original)."""
 
 
-class FAMO(LossMethod):
+class FAMO(LossMethod, PostStep):
     """Minimizes sum_k log(D_k) z_k / c: D = L - L_min + 1e-8, z = softmax(w), c = sum z/D.
 
     c is a constant (no gradient), as in the original.
@@ -43,7 +44,6 @@ class FAMO(LossMethod):
 
     display_name = "FAMO"
     scale = Scale.MEAN
-    needs_post_step = True
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from smto.method import GramMethod, GramWeights, LossMethod, Scale, Space
+from smto.method import GramMethod, GramWeights, LossMethod, RunContext, Scale, Space
 
 
 def imtl_l_terms(s: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,6 +103,16 @@ def loss_scales(method: nn.Module, n_tasks: int, optimizer: str) -> None:
         method.register_buffer("s", torch.zeros(n_tasks))
 
 
+class _ScaledLosses:
+    """Mixin of the methods with IMTL-L's scales: their own Adam's learning rate defaults to
+    the run's initial one."""
+
+    @classmethod
+    def defaults_from(cls, context: RunContext) -> dict[str, Any]:
+        """The learning rate of the scales' own Adam: the run's initial one."""
+        return {} if context.lr is None else {"scales_lr": context.lr}
+
+
 class ScalesAdam:
     """The main study's Adam of IMTL-L's scales: a fixed learning rate ``lr`` (the run's
     initial one), stepped inside ``backward`` on the gradient e^s L - 1 and written back
@@ -148,7 +158,7 @@ class ScalesAdam:
         self._adam, self._leaf, self._state = None, None, copy.deepcopy(state)
 
 
-class IMTLL(LossMethod):
+class IMTLL(_ScaledLosses, LossMethod):
     """IMTL-L: minimizes sum_k e^{s_k} L_k - s_k with s learned (init 0).
 
     The gradient of ``s``, e^{s_k} L_k - 1, vanishes where e^{s_k} L_k = 1, so the scaled
@@ -241,7 +251,7 @@ class IMTLG(GramMethod):
         return GramWeights(alpha, {}, failure)
 
 
-class IMTL(IMTLG):
+class IMTL(_ScaledLosses, IMTLG):
     """IMTL (hybrid): IMTL-L scales the losses, IMTL-G combines the gradients of the scaled
     losses e^{s_k} L_k - s_k.
 

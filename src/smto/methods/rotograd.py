@@ -14,14 +14,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from smto.capabilities import HeadInputs
 from smto.errors import check_rows
 from smto.jacobian import accumulate_grad, other_leaves
-from smto.method import Method, Scale, Space, StepResult
+from smto.method import Method, RunContext, Scale, Space, StepResult
 
 TINY = 1e-15
 """The original's floor on gradient norms and on the sum of convergence ratios."""
 
 INITS: tuple[str, ...] = ("haar", "identity")
+MAX_ROTATED_FEATURES = 512
+"""The default feature size from a run: the whole representation, capped as in the study."""
 
 
 def haar_rotations(n_matrices: int, size: int, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -51,7 +54,7 @@ def unrotate(grads: Tensor, rotations: Tensor) -> Tensor:
     return low if n == grads.shape[2] else torch.cat([low, grads[:, :, n:]], dim=2)
 
 
-class RotoGrad(Method):
+class RotoGrad(Method, HeadInputs):
     """Each head k sees ``R_k z``; rotations align the task gradients, the encoder gets the
     task gradients rescaled to a common norm.
 
@@ -115,6 +118,13 @@ class RotoGrad(Method):
     display_name = "RotoGrad"
     scale = Scale.CUSTOM
     space = Space.FEATURES
+
+    @classmethod
+    def defaults_from(cls, context: RunContext) -> dict[str, Any]:
+        """The feature size: the run's representation size, at most 512 (the study)."""
+        if context.representation_size is None:
+            return {}
+        return {"feature_size": min(context.representation_size, MAX_ROTATED_FEATURES)}
 
     def __init__(
         self,

@@ -6,10 +6,12 @@ Geometry and Semantics", CVPR 2018 (arXiv 1705.07115).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from smto.method import LossMethod, Scale
+from smto.method import LossMethod, RunContext, Scale
 
 LOSS_TYPES: dict[str, tuple[float, float]] = {
     "classification": (2.0, 1.0),
@@ -35,6 +37,11 @@ class UW(LossMethod):
 
     display_name = "UW"
     scale = Scale.CUSTOM
+
+    @classmethod
+    def defaults_from(cls, context: RunContext) -> dict[str, Any]:
+        """The tasks' loss types: the run's problem's."""
+        return {} if context.loss_types is None else {"loss_types": tuple(context.loss_types)}
 
     def __init__(self, n_tasks: int, loss_types: tuple[str, ...] | None = None) -> None:
         super().__init__(n_tasks)

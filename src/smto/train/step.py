@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from smto.capabilities import PostStep, ValidationStep, head_inputs_of
 from smto.errors import NonFiniteError
 from smto.method import LossMethod, Method, StepResult
 from smto.models.base import SharedEncoderModel
@@ -42,22 +43,24 @@ def training_step(
 ) -> tuple[Tensor, StepResult]:
     """Trains on one batch; returns the detached (K,) losses and the method's report.
 
-    ``validation`` is the (inputs, targets) of a validation batch for methods that declare
-    ``needs_validation_batch``. A non-finite loss, objective term or task gradient raises
-    :class:`Diverged` before the optimizer step.
+    ``validation`` is the (inputs, targets) of a validation batch for
+    :class:`~smto.capabilities.ValidationStep` methods. A non-finite loss, objective term or
+    task gradient raises :class:`Diverged` before the optimizer step.
     """
 
+    head_inputs = head_inputs_of(method)
+
     def task_losses(batch: tuple[Any, Any]) -> Tensor:
-        _, outputs = model(batch[0], head_inputs=method.head_inputs)
+        _, outputs = model(batch[0], head_inputs=head_inputs)
         return loss_fn(outputs, batch[1])
 
-    if method.needs_validation_batch:
+    if isinstance(method, ValidationStep):
         if validation is None:
             raise ValueError(f"{method.display_name} needs a validation batch each step")
         lr = optimizer.param_groups[0]["lr"]
         method.validation_step(task_losses, model, (inputs, targets), validation, lr)
     optimizer.zero_grad(set_to_none=True)
-    features, outputs = model(inputs, head_inputs=method.head_inputs)
+    features, outputs = model(inputs, head_inputs=head_inputs)
     losses = loss_fn(outputs, targets)
     if per_task_grads and not isinstance(method, LossMethod):
         raise ValueError("per-task gradients need a loss-based method")
@@ -69,7 +72,7 @@ def training_step(
     except NonFiniteError as error:
         raise Diverged(error.describe(task_names)) from None
     optimizer.step()
-    if method.needs_post_step:
+    if isinstance(method, PostStep):
         with torch.inference_mode():
             after = task_losses((inputs, targets))
         method.post_step(after)

@@ -1,0 +1,88 @@
+"""What a few methods need of a training loop beyond ``backward``: opt-in capabilities.
+
+A plain loop (forward, ``method.backward(losses, shared_params, features)``,
+``optimizer.step()``) serves every method that has none of them. A trainer that serves more
+checks ``isinstance(method, Capability)``:
+
+* :class:`PostStep` (FAMO): after ``optimizer.step()``, forward the same batch again (no
+  gradients) and call ``method.post_step(losses)``;
+* :class:`HeadInputs` (RotoGrad): head k takes ``method.head_inputs(z)[k]``, and the
+  optimizer gets ``method.parameter_groups(lr)`` for the method's own parameters;
+* :class:`ValidationStep` (Auto-Lambda): before each step's forward pass,
+  ``method.validation_step(task_losses, model, train_batch, val_batch, lr)`` with the next
+  batch of a cycled validation loader;
+* :class:`EpochEnd` (DWA): ``method.end_epoch()`` after each training epoch.
+
+:func:`head_inputs_of` and :func:`optimizer_groups` serve the first two for any method.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class PostStep(ABC):
+    """The method updates its state from the same batch's losses after the model's step."""
+
+    @abstractmethod
+    def post_step(self, losses: Tensor) -> None:
+        """Called after ``optimizer.step()`` with the losses of the same batch, re-forwarded
+        without gradients."""
+
+
+class HeadInputs(ABC):
+    """Each head takes its own transform of the representation, and the method's own
+    parameters need optimizer groups of their own."""
+
+    @abstractmethod
+    def head_inputs(self, features: Tensor) -> list[Tensor]:
+        """The input of each task's head; feed ``head_inputs(z)[k]`` to head k."""
+
+    @abstractmethod
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for the method's own parameters, given the model's
+        learning rate."""
+
+
+class ValidationStep(ABC):
+    """The method learns from a validation batch before each training step."""
+
+    @abstractmethod
+    def validation_step(
+        self,
+        task_losses: Callable[[Any], Tensor],
+        model: nn.Module,
+        train_batch: Any,
+        val_batch: Any,
+        lr: float,
+    ) -> None:
+        """Called before each training step's forward pass. ``task_losses(batch)`` returns
+        the model's per-task losses on a batch (with graph); ``lr`` is the model optimizer's
+        current learning rate."""
+
+
+class EpochEnd(ABC):
+    """The method's weights depend on per-epoch statistics."""
+
+    @abstractmethod
+    def end_epoch(self) -> None:
+        """Called at the end of each training epoch."""
+
+
+def head_inputs_of(method: object) -> Callable[[Tensor], list[Tensor]] | None:
+    """``method.head_inputs`` for a :class:`HeadInputs` method, else ``None`` (every head takes
+    the representation itself)."""
+    return method.head_inputs if isinstance(method, HeadInputs) else None
+
+
+def optimizer_groups(method: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """The optimizer parameter groups of a method's own trainable parameters (none for most
+    methods; RotoGrad's carry their own learning rate)."""
+    if isinstance(method, HeadInputs):
+        return method.parameter_groups(lr)
+    params = list(method.parameters())
+    return [{"params": params, "lr": lr}] if params else []
