@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from smto import registry
+from smto._optional import require
+from smto.bench.cli import add_commands as bench_commands
 from smto.evaluation.cli import add_commands as evaluation_commands
 from smto.sweep.cli import add_commands as sweep_commands
 
@@ -18,6 +20,13 @@ DATA_HELP = (
     "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
     "SMTO_DATA environment variable, else the user cache, downloading what is missing"
 )
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Whether to show progress bars (not with --quiet); they need tqdm."""
+    if not args.quiet:
+        require("tqdm.auto", "bench", "the progress bar (--quiet turns it off)")
+    return not args.quiet
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -96,7 +105,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from smto.train import FINISHED, run_dir, train
 
     config = _config_from_args(args, args.method)
-    record = train(config, args.out, data_dir=args.data_dir, progress=not args.quiet)
+    record = train(config, args.out, data_dir=args.data_dir, progress=_progress(args))
     print(format_comparison([record]))
     print(f"\nrun {record.status}: {run_dir(config, args.out)}")
     return 0 if record.status in FINISHED else 1
@@ -109,47 +118,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for name in args.methods:
         registry.spec(name)
     base = _config_from_args(args, args.methods[0])
-    records = compare(args.methods, base, args.out, args.data_dir, progress=not args.quiet)
+    records = compare(args.methods, base, args.out, args.data_dir, progress=_progress(args))
     print(format_comparison(records))
     print(f"\nruns in {args.out}")
     return 0 if all(r.status in FINISHED for r in records) else 1
-
-
-def _cmd_bench_step(args: argparse.Namespace) -> int:
-    from smto.bench.step import format_table, lenet_workload, mpnn_workload, run_benchmark
-
-    methods = args.methods or registry.available()
-    for name in methods:
-        registry.spec(name)
-    timings = []
-    models = ["lenet", "mpnn"] if args.model == "all" else [args.model]
-    for model in models:
-        if model == "lenet":
-            workload = lenet_workload(args.lenet_batch_size, args.device)
-        else:
-            workload = mpnn_workload(args.mpnn_batch_size, args.device)
-        repeats = args.repeats if args.repeats else (20 if model == "lenet" else 3)
-        timings += run_benchmark(
-            workload,
-            methods,
-            repeats,
-            args.warmup,
-            args.device,
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    print(format_table(timings))
-    if "nash_mtl" in methods:
-        from smto.bench.solver import nash_solve_time
-
-        print(f"\nNash-MTL weight solve at K = 11: {nash_solve_time(11) * 1e3:.3f} ms (median)")
-    return 0
-
-
-def _cmd_bench_epoch(args: argparse.Namespace) -> int:
-    from smto.bench.epoch import epoch_benchmark
-
-    print(epoch_benchmark(args.data_dir, args.repeats).format())
-    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -268,40 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=50, help="epochs per method")
     demo.set_defaults(func=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench", required=True)
-    step = bench_sub.add_parser(
-        "step",
-        help="time one training step of every method (LeNet K=2, MPNN K=11)",
-        description="Median step time per method, with ratios to Unit. Scal. and to the "
-        "Jacobian floor (forward + fastest exact per-task Jacobian + step), measured in one run.",
-    )
-    step.add_argument("--model", choices=["lenet", "mpnn", "all"], default="all")
-    step.add_argument("--methods", nargs="+", help="method names (default: all registered)")
-    step.add_argument("--lenet-batch-size", type=int, default=256)
-    step.add_argument(
-        "--mpnn-batch-size",
-        type=int,
-        default=16,
-        help="graphs per batch (the study uses 120; 16 keeps the CPU run to a few minutes)",
-    )
-    step.add_argument(
-        "--repeats",
-        type=int,
-        default=0,
-        help="timed steps per method (default 20 for the LeNet, 3 for the MPNN)",
-    )
-    step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    step.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    step.set_defaults(func=_cmd_bench_step)
-    epoch = bench_sub.add_parser(
-        "epoch",
-        help="Multi-MNIST build time, and one Unit. Scal. epoch: engine vs a bare loop",
-    )
-    epoch.add_argument("--data-dir", help=DATA_HELP)
-    epoch.add_argument("--repeats", type=int, default=3, help="epochs of each loop (medians)")
-    epoch.set_defaults(func=_cmd_bench_epoch)
-
+    bench_commands(sub)
     evaluation_commands(sub)
     sweep_commands(sub)
     return parser

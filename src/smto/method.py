@@ -269,7 +269,7 @@ class LossMethod(Method):
         grads = [p.grad for p in shared if p.grad is not None]
         if not grads:
             return
-        total = torch.stack([torch.linalg.vector_norm(g) for g in grads]).sum()
+        total = torch.stack(torch._foreach_norm(grads)).sum()  # one fused pass
         if bool(torch.isfinite(total)):
             return
         check_rows("gradient", self.engine.task_gradients(losses, shared, features).matrix)

@@ -2,6 +2,6 @@
 
 import sys
 
-from smto.cli import main
+from smto.bench.cli import main
 
-sys.exit(main(["bench", "step", *sys.argv[1:]]))
+sys.exit(main(["step", *sys.argv[1:]]))

@@ -1,37 +1,6 @@
-"""The relative gain Delta_m of the main study (Gama & Grassi 2025, equation 1)."""
+"""The relative gain Delta_m (moved to :mod:`smto.problems.delta_m`, which training uses too;
+kept here)."""
 
-from __future__ import annotations
+from smto.problems.delta_m import Values, delta_m
 
-from collections.abc import Mapping
-
-from smto.problems.base import Metric
-
-Values = Mapping[str, Mapping[str, float]]
-
-
-def delta_m(values: Values, reference: Values, metrics: Mapping[str, tuple[Metric, ...]]) -> float:
-    """Delta_m in %: (1/T) sum_t (1/|M_t|) sum_m s_m (M_tm - M^ST_tm) / M^ST_tm.
-
-    Metrics are averaged within a task first, then across tasks; s_m = +1 where higher is
-    better, -1 otherwise, so a positive Delta_m is better than the single-task reference.
-    """
-    if not metrics:
-        raise ValueError("Delta_m needs at least one task")
-    per_task = []
-    for task, task_metrics in metrics.items():
-        gains = []
-        for metric in task_metrics:
-            try:
-                ref = reference[task][metric.name]
-                value = values[task][metric.name]
-            except KeyError as error:
-                raise ValueError(
-                    f"Delta_m needs {task}/{metric.name} in both the values and the single-task "
-                    f"reference; missing {error}"
-                ) from None
-            if ref == 0:
-                raise ValueError(f"the single-task reference of {task}/{metric.name} is 0")
-            sign = 1.0 if metric.higher_is_better else -1.0
-            gains.append(sign * (value - ref) / ref)
-        per_task.append(sum(gains) / len(gains))
-    return 100.0 * sum(per_task) / len(per_task)
+__all__ = ["Values", "delta_m"]

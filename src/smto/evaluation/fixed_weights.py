@@ -20,28 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from smto import registry
 from smto.evaluation.reference import Reference
 from smto.evaluation.results import method_runs
 from smto.evaluation.selection import group_runs, select_configurations
+from smto.report.smoothing import ema
 from smto.train.config import RunConfig
 from smto.train.records import RunRecord, atomic_write_text
 
 EPOCH_RULES = ("all", "best")
-
-
-def ema(
-    values: Sequence[float] | Sequence[Sequence[float]] | np.ndarray, beta: float
-) -> np.ndarray:
-    """The study's exponential moving average along the first axis (epochs):
-    m_0 = x_0, m_t = beta m_{t-1} + (1 - beta) x_t."""
-    values = np.asarray(values, dtype=float)
-    out = np.empty_like(values)
-    for t, value in enumerate(values):
-        out[t] = value if t == 0 else beta * out[t - 1] + (1.0 - beta) * value
-    return out
 
 
 def ema_weights(epochs: Sequence[Mapping[str, float]], beta: float = 0.9) -> dict[str, float]:

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from smto import registry
+from smto._optional import require
 from smto.evaluation.reference import Reference, single_task_reference
 from smto.evaluation.results import MethodResult, collect_results, method_runs
 from smto.evaluation.selection import finished, record_tasks
@@ -27,6 +26,8 @@ from smto.evaluation.statistics import summarize
 from smto.problems import parse_tasks
 from smto.report.tables import Table, all_tables, pairwise_table
 from smto.train.records import RunRecord, find_runs, load_run
+
+pd = require("pandas", "bench", "smto.evaluation.report")
 
 FORMATS = {"latex": ".tex", "markdown": ".md"}
 

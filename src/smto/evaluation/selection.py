@@ -15,16 +15,14 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from smto import registry
 from smto.evaluation.delta_m import delta_m
+from smto.evaluation.reference_values import Reference
 from smto.problems import parse_tasks, problem_class
 from smto.problems.base import Metric
 from smto.train.records import RunRecord
-
-if TYPE_CHECKING:
-    from smto.evaluation.reference import Reference
 
 UNFINISHED = ("running", "interrupted")
 """Statuses of runs that are not results (yet); selection skips them."""

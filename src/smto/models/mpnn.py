@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from smto._optional import require
 from smto.models.base import SharedEncoderModel
 
 # Task names as in the main study's code (no underscores: "_" joins task names).
@@ -28,14 +29,7 @@ QM9_TARGETS = (
 
 
 def _require_pyg():
-    try:
-        import torch_geometric.nn as pyg_nn
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the QM9 MPNN needs PyTorch Geometric: install smto with the 'graph' extra "
-            "(pip install 'smto[graph]')"
-        ) from error
-    return pyg_nn
+    return require("torch_geometric.nn", "graph", "the QM9 MPNN")
 
 
 class MPNNEncoder(nn.Module):

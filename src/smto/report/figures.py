@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from smto.evaluation.fixed_weights import ema
+from smto._optional import require
+from smto.report.smoothing import ema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -335,11 +336,6 @@ def _save(fig: Figure, out: Path) -> list[Path]:
 @contextmanager
 def _style() -> Iterator[None]:
     """The report's font sizes, set for one figure only (the global rcParams stay untouched)."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError(
-            f"smto's figures need matplotlib: pip install 'smto[plots]' ({error})"
-        ) from None
+    matplotlib = require("matplotlib", "plots", "smto.report.figures")
     with matplotlib.rc_context(_STYLE):
         yield

@@ -14,20 +14,71 @@
 Each is a :class:`Table`: a numeric pandas DataFrame (one row per method, by display name)
 that renders to LaTeX (booktabs, best value per column bold by the column's direction) and
 Markdown, with the study's rounding (:func:`precision_round`).
+
+The tables read each method's results through :class:`MethodResults` (what
+``smto.evaluation.results.MethodResult`` provides), so this module needs nothing of
+evaluation.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
-import pandas as pd
 
-from smto.evaluation.rank import mean_rank
-from smto.evaluation.results import MethodResult
-from smto.evaluation.statistics import CONFIDENCE, N_RESAMPLES, compare, summarize
+from smto._optional import require
+from smto.problems.base import Metric
+from smto.report.rank import mean_rank
+from smto.report.statistics import CONFIDENCE, N_RESAMPLES, compare, summarize
+
+pd = require("pandas", "bench", "smto.report")
+
+Values = Mapping[str, Mapping[str, float]]
+
+
+class MethodResults(Protocol):
+    """One method's results as the tables read them (smto.evaluation.MethodResult is one)."""
+
+    @property
+    def method(self) -> str:
+        """The registry name (e.g. "nash_mtl")."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The display name: the table's row label."""
+        ...
+
+    @property
+    def metrics(self) -> Mapping[str, tuple[Metric, ...]]:
+        """The metrics of each task, in the tables' column order."""
+        ...
+
+    @property
+    def delta_m(self) -> Sequence[float]:
+        """Test Delta_m (%) of each run (nan for a run without a result)."""
+        ...
+
+    @property
+    def seeds(self) -> Sequence[int]:
+        """The seed of each run, in the order of ``delta_m``."""
+        ...
+
+    def mean_gains(self) -> Values:
+        """The per-metric relative gains (%) averaged over the runs."""
+        ...
+
+    def mean_test(self) -> Values:
+        """The test metrics averaged over the runs."""
+        ...
+
+    def mean_delta_m(self) -> float:
+        """The mean test Delta_m (%) over the runs with a value."""
+        ...
+
 
 DELTA_M = "Δm (%)"
 MISSING = "–"
@@ -156,7 +207,7 @@ def _latex_escape(text: str) -> str:
     return escaped.replace("Δm", r"$\Delta_m$")
 
 
-def metric_columns(results: Sequence[MethodResult]) -> list[tuple[str, str, str, bool]]:
+def metric_columns(results: Sequence[MethodResults]) -> list[tuple[str, str, str, bool]]:
     """(column label, task, metric, higher is better) of every metric, in task order; the
     label is the task, or "task-metric" where a task has several metrics."""
     metrics = results[0].metrics
@@ -167,12 +218,12 @@ def metric_columns(results: Sequence[MethodResult]) -> list[tuple[str, str, str,
     ]
 
 
-def _check(results: Sequence[MethodResult]) -> None:
+def _check(results: Sequence[MethodResults]) -> None:
     if not results:
         raise ValueError("a table needs at least one method's results")
 
 
-def relative_gain_table(results: Sequence[MethodResult]) -> Table:
+def relative_gain_table(results: Sequence[MethodResults]) -> Table:
     """Per-metric relative gain (%) averaged over runs, and the average Delta_m."""
     _check(results)
     columns = metric_columns(results)
@@ -191,7 +242,7 @@ def relative_gain_table(results: Sequence[MethodResult]) -> Table:
     )
 
 
-def gain_statistics_table(results: Sequence[MethodResult]) -> Table:
+def gain_statistics_table(results: Sequence[MethodResults]) -> Table:
     """min, max, median, std and mean of each method's per-metric relative gains."""
     gains = relative_gain_table(results).frame.drop(columns="avg")
     functions = {
@@ -214,7 +265,7 @@ def gain_statistics_table(results: Sequence[MethodResult]) -> Table:
     )
 
 
-def metrics_table(results: Sequence[MethodResult]) -> Table:
+def metrics_table(results: Sequence[MethodResults]) -> Table:
     """Mean test metrics with Delta_m (%) and the mean rank MR."""
     _check(results)
     columns = metric_columns(results)
@@ -234,7 +285,7 @@ def metrics_table(results: Sequence[MethodResult]) -> Table:
     return Table("test_metrics", "Mean test metrics, Δm and mean rank", frame, directions, formats)
 
 
-def statistics_table(results: Sequence[MethodResult], baseline: str | None = "unit_scal") -> Table:
+def statistics_table(results: Sequence[MethodResults], baseline: str | None = "unit_scal") -> Table:
     """Test Delta_m over seeds: runs, mean, std, bootstrap interval and, against
     ``baseline`` (a registry name; skipped where absent), the t-test's kind and p-value."""
     _check(results)
@@ -276,7 +327,7 @@ def statistics_table(results: Sequence[MethodResult], baseline: str | None = "un
     return table
 
 
-def pairwise_table(results: Sequence[MethodResult]) -> Table:
+def pairwise_table(results: Sequence[MethodResults]) -> Table:
     """Two-sided p-values of test Delta_m between every two methods (paired on seeds where
     the seeds match, else Welch)."""
     _check(results)
@@ -295,7 +346,7 @@ def pairwise_table(results: Sequence[MethodResult]) -> Table:
     )
 
 
-def all_tables(results: Sequence[MethodResult], baseline: str | None = "unit_scal") -> list[Table]:
+def all_tables(results: Sequence[MethodResults], baseline: str | None = "unit_scal") -> list[Table]:
     """The study's three tables and the statistics table."""
     return [
         relative_gain_table(results),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from smto._optional import require
 from smto.evaluation.reference import Reference, single_task_reference
 from smto.sweep.budget import sweep_budget
 from smto.sweep.execute import ProblemCache, execute
@@ -208,8 +209,7 @@ class _ProgressBar:
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
-            from tqdm.auto import tqdm
-
+            tqdm = require("tqdm.auto", "sweep", "the sweep's progress bar").tqdm
             self.bar = tqdm(total=0, desc=self.name, unit="run", dynamic_ncols=True)
         return self
 

@@ -9,13 +9,12 @@ searches suggest (:func:`configuration`), each one slot at the first seed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from smto.evaluation.selection import configuration_key
-from smto.sweep.space import corners
-from smto.sweep.spec import Sweep, grid_points
+from smto.sweep.spec import Sweep, point_settings, points, run_config
 from smto.train.config import RunConfig
 
 Values = dict[str, dict[str, float]]
@@ -73,47 +72,12 @@ class Slot:
         return cls(key=attrs["slot"], **{name: attrs[name] for name in fields})
 
 
-def _points(sweep: Sweep) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
-    """(tasks, method, shared grid point, method grid point), in the file's order; ranges of
-    a TPE sweep contribute their two ends."""
-    for tasks in sweep.tasks:
-        for method in sweep.methods:
-            for shared in grid_points(corners(sweep.grid)):
-                for own in grid_points(corners(sweep.method_grids.get(method, {}))):
-                    yield tasks, method, shared, own
-
-
-def _run_config(
-    sweep: Sweep,
-    tasks: str,
-    method: str,
-    shared: dict[str, Any],
-    own: dict[str, Any],
-    reference: Values | None,
-) -> RunConfig:
-    params = {**sweep.method_params.get(method, {}), **own}
-    return RunConfig(
-        problem=sweep.problem,
-        tasks=tasks,
-        method=method,
-        method_params=params,
-        seed=sweep.first_seed,
-        reference=reference,
-        **sweep.fixed,
-        **shared,
-    )
-
-
-def _settings(method: str, shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
-    return {**shared, **{f"{method}.{k}": v for k, v in own.items()}}
-
-
 def configurations(sweep: Sweep, reference: Values | None = None) -> list[Configuration]:
     """Every configuration of a grid sweep; multi-task runs pick their best epoch against the
     single-task validation ``reference`` (RunConfig.reference)."""
     return [
         _configuration(sweep, tasks, method, shared, own, reference)
-        for tasks, method, shared, own in _points(sweep)
+        for tasks, method, shared, own in points(sweep)
     ]
 
 
@@ -137,20 +101,8 @@ def _configuration(
     reference: Values | None,
 ) -> Configuration:
     ref = None if sweep.single_task else reference
-    config = _run_config(sweep, tasks, method, shared, own, ref)
-    return Configuration(tasks, method, _settings(method, shared, own), config)
-
-
-def invalid_configurations(sweep: Sweep) -> list[str]:
-    """One message per configuration whose RunConfig cannot be built."""
-    messages = []
-    for tasks, method, shared, own in _points(sweep):
-        try:
-            _run_config(sweep, tasks, method, shared, own, None)
-        except (ValueError, TypeError) as error:
-            where = {"tasks": tasks, "method": method, **_settings(method, shared, own)}
-            messages.append(f"configuration {where}: {error}")
-    return messages
+    config = run_config(sweep, tasks, method, shared, own, ref)
+    return Configuration(tasks, method, point_settings(method, shared, own), config)
 
 
 def slots(configs: Iterable[Configuration], seeds: Iterable[int], stage: int) -> list[Slot]:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smto._optional import require
+
 RANGE_KEYS = ("low", "high", "log", "step")
 RANGE_FORM = "{ low = ..., high = ..., log = true|false, step = ... }"
 
@@ -41,11 +43,12 @@ class Range:
 
     def distribution(self) -> Any:
         """The Optuna distribution of the range."""
-        from optuna.distributions import FloatDistribution, IntDistribution
-
+        distributions = require("optuna.distributions", "sweep", "smto.sweep")
         if self.integer:
-            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
-        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+            return distributions.IntDistribution(
+                self.low, self.high, log=self.log, step=self.step or 1
+            )
+        return distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
 
 Dimension = list[Any] | Range
@@ -106,10 +109,9 @@ def corners(space: Mapping[str, Dimension]) -> dict[str, list[Any]]:
 
 def distributions(space: Mapping[str, Dimension]) -> dict[str, Any]:
     """The Optuna distribution of every dimension (choices are categorical)."""
-    from optuna.distributions import CategoricalDistribution
-
+    categorical = require("optuna.distributions", "sweep", "smto.sweep").CategoricalDistribution
     return {
-        name: d.distribution() if isinstance(d, Range) else CategoricalDistribution(d)
+        name: d.distribution() if isinstance(d, Range) else categorical(d)
         for name, d in space.items()
     }
 

@@ -227,6 +227,57 @@ def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, values))
 
 
+def points(sweep: Sweep) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(tasks, method, shared grid point, method grid point), in the file's order; ranges of
+    a TPE sweep contribute their two ends. (The plan, smto.sweep.plan, is built from these;
+    they are here because validation also builds every configuration.)"""
+    for tasks in sweep.tasks:
+        for method in sweep.methods:
+            for shared in grid_points(space.corners(sweep.grid)):
+                for own in grid_points(space.corners(sweep.method_grids.get(method, {}))):
+                    yield tasks, method, shared, own
+
+
+def run_config(
+    sweep: Sweep,
+    tasks: str,
+    method: str,
+    shared: dict[str, Any],
+    own: dict[str, Any],
+    reference: dict[str, dict[str, float]] | None,
+) -> RunConfig:
+    """The run of one grid point (:func:`points`) at the sweep's first seed."""
+    params = {**sweep.method_params.get(method, {}), **own}
+    return RunConfig(
+        problem=sweep.problem,
+        tasks=tasks,
+        method=method,
+        method_params=params,
+        seed=sweep.first_seed,
+        reference=reference,
+        **sweep.fixed,
+        **shared,
+    )
+
+
+def point_settings(method: str, shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A grid point's swept settings by name: shared fields as is, the method's as
+    ``method.name`` (:meth:`Sweep.space`)."""
+    return {**shared, **{f"{method}.{k}": v for k, v in own.items()}}
+
+
+def invalid_configurations(sweep: Sweep) -> list[str]:
+    """One message per configuration whose RunConfig cannot be built."""
+    messages = []
+    for tasks, method, shared, own in points(sweep):
+        try:
+            run_config(sweep, tasks, method, shared, own, None)
+        except (ValueError, TypeError) as error:
+            where = {"tasks": tasks, "method": method, **point_settings(method, shared, own)}
+            messages.append(f"configuration {where}: {error}")
+    return messages
+
+
 def _toml_loads(text: str) -> dict[str, Any]:
     try:
         import tomllib
@@ -695,8 +746,6 @@ class _Checker:
                     )
         if self.errors:
             return
-        from smto.sweep.plan import invalid_configurations
-
         failures = invalid_configurations(sweep)
         for message in failures[:MAX_LISTED]:
             self.error(message)

@@ -30,6 +30,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smto._optional import require
+
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
 
@@ -40,12 +42,7 @@ STORE_FILE = "sweeps.db"
 
 def require_optuna() -> Any:
     """The optuna module, or a clear error naming the extra that installs it."""
-    try:
-        import optuna
-    except ImportError:
-        raise ImportError(
-            "smto sweeps need Optuna (with SQLAlchemy): pip install 'smto[sweep]'"
-        ) from None
+    optuna = require("optuna", "sweep", "smto.sweep")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
@@ -65,7 +62,8 @@ def storage_url(url: str) -> str:
             if importlib.util.find_spec("psycopg2") is not None:
                 return "postgresql+psycopg2://" + url[len(prefix) :]
             raise ImportError(
-                "a PostgreSQL storage needs a driver: pip install psycopg2-binary (or psycopg)"
+                "a PostgreSQL storage needs a driver: pip install 'smto[sweep]' (psycopg2) "
+                "or pip install psycopg"
             )
     return url
 

@@ -1,11 +1,12 @@
 """The training engine: one run = (problem, tasks, method, optimizer, schedule, seed, device).
 
-Per epoch: train over shuffled batches (the method's hooks served generically: validation
-batches for Auto-Lambda, per-task head inputs for RotoGrad, the post-step forward for FAMO,
-``end_epoch`` for DWA), evaluate validation, keep the model of the best validation epoch
-(and evaluate test there), step the scheduler, checkpoint, and write the record. A killed run
-resumes from its last checkpoint with exactly the numbers it would have had; a non-finite
-loss ends the run as "diverged".
+Per epoch: train over shuffled batches (the capabilities a method declares served
+generically, see :mod:`smto.capabilities`: validation batches for Auto-Lambda, per-task head
+inputs for RotoGrad, the post-step forward for FAMO, the epoch end for DWA), evaluate
+validation, keep the model of the best validation epoch (and evaluate test there), step the
+scheduler, checkpoint, and write the record. A killed run resumes from its last checkpoint
+with exactly the numbers it would have had; a non-finite loss, objective term or task
+gradient ends the run as "diverged" at the step it happened.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from torch import Tensor
 
 import smto
 from smto import registry
-from smto.evaluation import delta_m
-from smto.method import Method
+from smto._optional import require
+from smto.capabilities import EpochEnd, ValidationStep, head_inputs_of, optimizer_groups
+from smto.method import Method, RunContext
 from smto.models.base import SharedEncoderModel
 from smto.optim import PerTaskAdam, SignSGD
 from smto.problems import Batch, Problem, create_problem, problem_options
+from smto.problems.delta_m import delta_m
 from smto.train.config import RunConfig
 from smto.train.records import BEST_MODEL, CHECKPOINT, RunRecord, atomic_write
 from smto.train.step import Diverged, training_step
@@ -97,6 +100,14 @@ def _existing_record(directory: Path, config: RunConfig) -> RunRecord | None:
     return record
 
 
+class _DivergedAt(Diverged):
+    """:class:`Diverged` at the ``step``-th batch of an epoch."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
 @dataclass
 class _EpochSums:
     """Per-epoch sums kept on the device (no per-step host synchronization)."""
@@ -139,8 +150,8 @@ class _Run:
                 started = time.perf_counter()
                 try:
                     sums = self._train_epoch(epoch)
-                except Diverged as error:
-                    self._finish("diverged", str(error), diverged_epoch=epoch)
+                except _DivergedAt as error:
+                    self._finish("diverged", str(error), epoch, error.step)
                     break
                 train_seconds = time.perf_counter() - started
                 entry = self._evaluate_epoch(epoch, sums)
@@ -176,8 +187,9 @@ class _Run:
         model.train()
         k = problem.n_tasks
         sums = _EpochSums(torch.zeros(k, device=self.device), torch.zeros(k, device=self.device))
-        validation = self._validation_cycle(epoch) if method.needs_validation_batch else None
-        for batch in problem.batches("train", self.config.batch_size, self.data_generator):
+        validation = self._validation_cycle(epoch) if isinstance(method, ValidationStep) else None
+        batches = problem.batches("train", self.config.batch_size, self.data_generator)
+        for step, batch in enumerate(batches):
             batch = batch.to(self.device)
             val = next(validation) if validation is not None else None
             try:
@@ -194,11 +206,12 @@ class _Run:
                     task_names=problem.tasks,
                 )
             except Diverged as error:
-                raise Diverged(f"non-finite loss in epoch {epoch} ({error})") from None
+                raise _DivergedAt(f"epoch {epoch}, step {step}: {error}", step) from None
             sums.losses += losses
             sums.weights += result.weights.to(sums.weights.dtype)
             sums.steps += 1
-        method.end_epoch()
+        if isinstance(method, EpochEnd):
+            method.end_epoch()
         return sums
 
     def _validation_cycle(self, epoch: int) -> Iterator[Batch]:
@@ -218,7 +231,7 @@ class _Run:
         with torch.no_grad():
             for batch in self.problem.batches(split, self.config.eval_batch_size):
                 batch = batch.to(self.device)
-                _, outputs = self.model(batch.inputs, head_inputs=self.method.head_inputs)
+                _, outputs = self.model(batch.inputs, head_inputs=head_inputs_of(self.method))
                 loss_sum += self.problem.losses(outputs, batch.targets) * batch.size
                 count += batch.size
                 meter.update(outputs, batch)
@@ -287,10 +300,17 @@ class _Run:
         elif self.scheduler is not None:
             self.scheduler.step()
 
-    def _finish(self, status: str, reason: str, diverged_epoch: int | None = None) -> None:
+    def _finish(
+        self,
+        status: str,
+        reason: str,
+        diverged_epoch: int | None = None,
+        diverged_step: int | None = None,
+    ) -> None:
         self.record.status = status
         self.record.reason = reason
         self.record.diverged_epoch = diverged_epoch
+        self.record.diverged_step = diverged_step
         self.record.save(self.directory)
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -333,23 +353,16 @@ class _Run:
         self.start_epoch = state["epochs_done"]
 
 
-MAX_ROTATED_FEATURES = 512
-"""RotoGrad's feature size: the whole representation, capped as in the main study."""
-
-
 def _make_method(config: RunConfig, problem: Problem, model: SharedEncoderModel) -> Method:
-    """The configured method; hyperparameters that depend on the run and were not given are
-    filled in: UW's loss types (from the problem), RotoGrad's feature size (the size of the
-    representation, at most 512) and Auto-Lambda's weight decay (the run's)."""
-    params = dict(config.method_params)
-    hyperparameters = registry.spec(config.method).hyperparameters
-    if "loss_types" in hyperparameters and "loss_types" not in params:
-        params["loss_types"] = problem.loss_types()
-    if "feature_size" in hyperparameters and "feature_size" not in params:
-        params["feature_size"] = min(_representation_size(problem, model), MAX_ROTATED_FEATURES)
-    if "weight_decay" in hyperparameters and "weight_decay" not in params:
-        params["weight_decay"] = config.weight_decay
-    return registry.create(config.method, problem.n_tasks, **params)
+    """The configured method, with the run's context (loss types, representation size,
+    learning rate, weight decay) for the defaults a method derives from it."""
+    context = RunContext(
+        loss_types=tuple(problem.loss_types()),
+        representation_size=_representation_size(problem, model),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
+    return registry.create(config.method, problem.n_tasks, context=context, **config.method_params)
 
 
 def _representation_size(problem: Problem, model: SharedEncoderModel) -> int:
@@ -376,7 +389,7 @@ def _make_optimizer(
         },
         {"params": [p for p in model.parameters() if id(p) not in shared_ids]},
     ]
-    for group in method.parameter_groups(config.lr):
+    for group in optimizer_groups(method, config.lr):
         groups.append({**group, "weight_decay": 0.0})
     wd, lr = config.weight_decay, config.lr
     if config.optimizer == "adam":
@@ -411,9 +424,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
-def _progress_bar(total: int, done: int):
-    from tqdm.auto import tqdm
-
+def _progress_bar(total: int, done: int) -> Any:
+    tqdm = require("tqdm.auto", "bench", "the training progress bar").tqdm
     return tqdm(total=total, initial=done, unit="epoch", dynamic_ncols=True)
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from smto._optional import require
 from smto.data.paths import set_default_mode
 
 RECORD = "record.json"
@@ -111,7 +112,7 @@ def load_runs(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]):
     Nested values are flattened into dotted columns: ``config.lr``, ``best_test.CL.accuracy``,
     ``val.RR.mse``, ``weights.CL``.
     """
-    import pandas as pd
+    pd = require("pandas", "bench", "smto.train.load_runs")
 
     if isinstance(paths, (str, os.PathLike)):
         root = Path(paths)

@@ -1,0 +1,112 @@
+"""The benchmark commands (``smto bench step``, ``smto bench epoch``).
+
+:func:`add_commands` adds them to the ``smto`` command line (smto.cli); :func:`main` runs
+them on their own (``python -m smto.bench``), so the benchmarks need nothing of smto.cli.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+DATA_HELP = (
+    "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
+    "SMTO_DATA environment variable, else the user cache, downloading what is missing"
+)
+
+
+def _cmd_step(args: argparse.Namespace) -> int:
+    from smto import registry
+    from smto.bench.step import format_table, lenet_workload, mpnn_workload, run_benchmark
+
+    methods = args.methods or registry.available()
+    for name in methods:
+        registry.spec(name)
+    timings = []
+    models = ["lenet", "mpnn"] if args.model == "all" else [args.model]
+    for model in models:
+        if model == "lenet":
+            workload = lenet_workload(args.lenet_batch_size, args.device)
+        else:
+            workload = mpnn_workload(args.mpnn_batch_size, args.device)
+        repeats = args.repeats if args.repeats else (20 if model == "lenet" else 3)
+        timings += run_benchmark(
+            workload,
+            methods,
+            repeats,
+            args.warmup,
+            args.device,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    print(format_table(timings))
+    if "nash_mtl" in methods:
+        from smto.bench.solver import nash_solve_time
+
+        print(f"\nNash-MTL weight solve at K = 11: {nash_solve_time(11) * 1e3:.3f} ms (median)")
+    return 0
+
+
+def _cmd_epoch(args: argparse.Namespace) -> int:
+    from smto.bench.epoch import epoch_benchmark
+
+    print(epoch_benchmark(args.data_dir, args.repeats).format())
+    return 0
+
+
+def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    step = bench_sub.add_parser(
+        "step",
+        help="time one training step of every method (LeNet K=2, MPNN K=11)",
+        description="Median step time per method, with ratios to Unit. Scal. and to the "
+        "Jacobian floor (forward + fastest exact per-task Jacobian + step), measured in one run.",
+    )
+    step.add_argument("--model", choices=["lenet", "mpnn", "all"], default="all")
+    step.add_argument("--methods", nargs="+", help="method names (default: all registered)")
+    step.add_argument("--lenet-batch-size", type=int, default=256)
+    step.add_argument(
+        "--mpnn-batch-size",
+        type=int,
+        default=16,
+        help="graphs per batch (the study uses 120; 16 keeps the CPU run to a few minutes)",
+    )
+    step.add_argument(
+        "--repeats",
+        type=int,
+        default=0,
+        help="timed steps per method (default 20 for the LeNet, 3 for the MPNN)",
+    )
+    step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    step.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    step.set_defaults(func=_cmd_step)
+    epoch = bench_sub.add_parser(
+        "epoch",
+        help="Multi-MNIST build time, and one Unit. Scal. epoch: engine vs a bare loop",
+    )
+    epoch.add_argument("--data-dir", help=DATA_HELP)
+    epoch.add_argument("--repeats", type=int, default=3, help="epochs of each loop (medians)")
+    epoch.set_defaults(func=_cmd_epoch)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Adds ``bench`` (with ``step`` and ``epoch``) to a command line's subcommands."""
+    _add_benchmarks(sub.add_parser("bench", help="benchmarks"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``smto bench`` on its own: its arguments are those after ``bench``."""
+    parser = argparse.ArgumentParser(prog="smto bench", description="benchmarks")
+    _add_benchmarks(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``smto bench ARGV`` (e.g. ``["step", "--model", "lenet"]``); an invalid value
+    (an unknown method, a missing dataset) is a one-line error and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"smto: error: {error}", file=sys.stderr)
+        return 2
