@@ -6,7 +6,9 @@
 # then `pip install` smto from a copy of this checkout the ordinary way (no constraints file).
 # Checks that pip neither reinstalled nor replaced torch, that it installed only the core
 # dependencies (numpy, scipy: no pandas, no tqdm), and that the core works without the extras
-# while a missing extra is a clear error. About a minute; prints what it checks.
+# while a missing extra is a clear error. Then the same install into an environment whose torch
+# is the declared floor (a metadata-only torch distribution of that version: no other CPU build
+# is reachable from here): pip must accept it as it is. About a minute; prints what it checks.
 # SMTO_PYTHON picks the interpreter (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,4 +72,20 @@ except ImportError as error:
 else:
     raise AssertionError("smto.report.tables imported without pandas")
 ')
+floor="$(sed -n 's/^ *"torch>=\([0-9.]*\)".*/\1/p' pyproject.toml)"
+[ -n "$floor" ] || fail "no torch>=X floor in pyproject.toml"
+say "fresh venv in $tmp/floor with a metadata-only torch==$floor (the declared floor)"
+"$python" -m venv "$tmp/floor"
+fpy="$tmp/floor/bin/python"
+site="$("$fpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+dist="$site/torch-$floor.dist-info"
+mkdir "$dist"
+printf 'Metadata-Version: 2.1\nName: torch\nVersion: %s\n' "$floor" > "$dist/METADATA"
+printf 'pip\n' > "$dist/INSTALLER"
+printf 'torch-%s.dist-info/METADATA,,\ntorch-%s.dist-info/INSTALLER,,\ntorch-%s.dist-info/RECORD,,\n' \
+  "$floor" "$floor" "$floor" > "$dist/RECORD"
+"$fpy" -m pip --disable-pip-version-check -q install "$tmp/smto"
+kept="$("$fpy" -m pip --disable-pip-version-check show torch | sed -n 's/^Version: //p')"
+[ "$kept" = "$floor" ] || fail "installing smto replaced torch $floor with $kept"
+say "torch $floor kept"
 say "ok"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 import smto
-from smto.bench.step import format_table, lenet_workload, run_benchmark
+from smto.bench.cli import WORKLOAD_NAMES
+from smto.bench.step import WORKLOADS, format_table, lenet_workload, run_benchmark
 from smto.cli import main
 
 
@@ -30,6 +33,22 @@ def test_benchmark_rows_and_ratios():
     assert unit_row.split("|")[5].strip() == "1.00"
     floors = [float(line.split("|")[6]) for line in table if "| Jacobian floor (" in line]
     assert min(floors) == 1.0
+
+
+def test_the_command_offers_exactly_the_benchmark_workloads():
+    assert tuple(WORKLOADS) == WORKLOAD_NAMES
+
+
+@pytest.mark.parametrize(("name", "n_tasks"), [("lenet4", 4), ("heavy_heads", 3)])
+def test_workloads_train_every_head(name, n_tasks):
+    workload = WORKLOADS[name](4, "cpu")
+    assert workload.n_tasks == n_tasks
+    model = workload.make_model()
+    _, outputs = model(workload.inputs)
+    losses = workload.losses(outputs)
+    assert losses.shape == (n_tasks,)
+    losses.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_train_command_runs_and_resumes(tmp_path, capsys):

@@ -225,7 +225,7 @@ def test_no_upward_imports():
     ("source", "expected"),
     [
         ("import smto.report.tables\n", {"smto.report", "smto.report.tables"}),
-        ("from smto.evaluation import delta_m\n", {"smto.evaluation", "smto.evaluation.delta_m"}),
+        ("from smto.sweep import plan\n", {"smto.sweep", "smto.sweep.plan"}),
         ("from smto.problems import Metric\n", {"smto.problems"}),
         ("def f():\n    from smto import registry\n", {"smto.registry"}),
         (

@@ -16,10 +16,10 @@ from eval_records import (
     multi_record,
 )
 
-from smto.evaluation.rank import mean_rank
 from smto.evaluation.reference import Reference
 from smto.evaluation.report import warn_other_references
 from smto.evaluation.results import collect_results, relative_gains
+from smto.report.rank import mean_rank
 from smto.report.tables import gain_statistics_table, metrics_table, relative_gain_table
 
 REF = Reference(

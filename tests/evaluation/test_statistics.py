@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from smto.evaluation.statistics import bootstrap_ci, compare, summarize
+from smto.report.statistics import bootstrap_ci, compare, summarize
 
 
 def test_bootstrap_covers_the_true_mean_at_about_the_nominal_rate():

@@ -10,6 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+WORKLOAD_NAMES = ("lenet", "lenet4", "heavy_heads", "mpnn")
+"""The step benchmark's models (smto.bench.step.WORKLOADS, named here to keep torch out of
+building the parser)."""
+
 DATA_HELP = (
     "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
     "SMTO_DATA environment variable, else the user cache, downloading what is missing"
@@ -18,19 +22,17 @@ DATA_HELP = (
 
 def _cmd_step(args: argparse.Namespace) -> int:
     from smto import registry
-    from smto.bench.step import format_table, lenet_workload, mpnn_workload, run_benchmark
+    from smto.bench.step import WORKLOADS, format_table, run_benchmark
 
     methods = args.methods or registry.available()
     for name in methods:
         registry.spec(name)
     timings = []
-    models = ["lenet", "mpnn"] if args.model == "all" else [args.model]
+    models = list(WORKLOADS) if args.model == "all" else [args.model]
     for model in models:
-        if model == "lenet":
-            workload = lenet_workload(args.lenet_batch_size, args.device)
-        else:
-            workload = mpnn_workload(args.mpnn_batch_size, args.device)
-        repeats = args.repeats if args.repeats else (20 if model == "lenet" else 3)
+        batch_size = args.mpnn_batch_size if model == "mpnn" else args.batch_size
+        workload = WORKLOADS[model](batch_size, args.device)
+        repeats = args.repeats if args.repeats else (3 if model == "mpnn" else 20)
         timings += run_benchmark(
             workload,
             methods,
@@ -58,13 +60,22 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     step = bench_sub.add_parser(
         "step",
-        help="time one training step of every method (LeNet K=2, MPNN K=11)",
+        help="time one training step of every method (LeNet K=2 and K=4, heavy heads K=3, "
+        "MPNN K=11)",
         description="Median step time per method, with ratios to Unit. Scal. and to the "
         "Jacobian floor (forward + fastest exact per-task Jacobian + step), measured in one run.",
     )
-    step.add_argument("--model", choices=["lenet", "mpnn", "all"], default="all")
+    step.add_argument(
+        "--model",
+        choices=[*WORKLOAD_NAMES, "all"],
+        default="all",
+        help="lenet: Multi-MNIST CL_RR (K = 2); lenet4: CL_CR_RL_RR (K = 4); heavy_heads: "
+        "three 3-layer 256-wide heads on a 50-d representation (K = 3); mpnn: QM9 (K = 11)",
+    )
     step.add_argument("--methods", nargs="+", help="method names (default: all registered)")
-    step.add_argument("--lenet-batch-size", type=int, default=256)
+    step.add_argument(
+        "--batch-size", type=int, default=256, help="batch of the LeNets and heavy heads"
+    )
     step.add_argument(
         "--mpnn-batch-size",
         type=int,
@@ -75,7 +86,7 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         "--repeats",
         type=int,
         default=0,
-        help="timed steps per method (default 20 for the LeNet, 3 for the MPNN)",
+        help="timed steps per method (default 3 for the MPNN, 20 for the others)",
     )
     step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     step.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

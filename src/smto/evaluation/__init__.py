@@ -1,7 +1,6 @@
 """Evaluation: single-task references, Delta_m, configuration selection, mean rank,
 statistics and fixed weights."""
 
-from smto.evaluation.delta_m import delta_m
 from smto.evaluation.reference import Reference, single_task_reference
 from smto.evaluation.selection import (
     configuration_key,
@@ -9,6 +8,7 @@ from smto.evaluation.selection import (
     run_delta_m,
     select_configurations,
 )
+from smto.problems.delta_m import delta_m
 
 __all__ = [
     "Reference",

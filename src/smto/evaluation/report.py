@@ -22,8 +22,8 @@ from smto._optional import require
 from smto.evaluation.reference import Reference, single_task_reference
 from smto.evaluation.results import MethodResult, collect_results, method_runs
 from smto.evaluation.selection import finished, record_tasks
-from smto.evaluation.statistics import summarize
 from smto.problems import parse_tasks
+from smto.report.statistics import summarize
 from smto.report.tables import Table, all_tables, pairwise_table
 from smto.train.records import RunRecord, find_runs, load_run
 

@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from smto import registry
-from smto.evaluation.delta_m import delta_m
 from smto.evaluation.reference_values import Reference
 from smto.problems import parse_tasks, problem_class
 from smto.problems.base import Metric
+from smto.problems.delta_m import delta_m
 from smto.train.records import RunRecord
 
 UNFINISHED = ("running", "interrupted")

@@ -1,7 +1,7 @@
 """The relative gain Delta_m of the main study (Gama & Grassi 2025, equation 1).
 
 It lives with the problems (it needs only their metrics' directions) so that training can
-pick a run's best epoch by it; evaluation re-exports it (``smto.evaluation.delta_m``).
+pick a run's best epoch by it; ``smto.evaluation`` re-exports it.
 """
 
 from __future__ import annotations
