@@ -10,6 +10,7 @@ from torch import Tensor
 
 import smto
 from smto.method import LossMethod, Scale
+from smto.problems.toy import ToyRegression
 from smto.registry import _ALIASES, _REGISTRY, MethodSpec
 from smto.train import RunConfig, load_run, load_runs, run_dir, train
 
@@ -120,6 +121,47 @@ def test_a_diverging_run_ends_as_diverged(tmp_path, monkeypatch):
     assert len(record.history) == 2
     assert load_run(run_dir(config, tmp_path)).status == "diverged"
     assert train(config, tmp_path).status == "diverged"  # a finished run is not re-run
+
+
+class _NaNGradientFrom(torch.autograd.Function):
+    """The identity, whose gradient is NaN from the ``start``-th backward call on."""
+
+    calls = 0
+    start = 0
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        _NaNGradientFrom.calls += 1
+        return grad * math.nan if _NaNGradientFrom.calls >= _NaNGradientFrom.start else grad
+
+
+@pytest.mark.parametrize("method", ["unit_scal", "pcgrad", "mgda_ub", "nash_mtl"])
+def test_a_nan_task_gradient_ends_the_run_at_its_step_naming_the_task(
+    tmp_path, monkeypatch, method
+):
+    """Finite losses, but from the 13th step on T2's head output has a NaN gradient (each
+    head is traversed once per step, so the 13th backward call through it is step 13)."""
+    monkeypatch.setattr(_NaNGradientFrom, "calls", 0)
+    monkeypatch.setattr(_NaNGradientFrom, "start", 13)
+
+    def losses(self, outputs, targets):
+        t2 = _NaNGradientFrom.apply(outputs["T2"])
+        return torch.stack([((o - targets[t]) ** 2).mean() for t, o in [
+            ("T1", outputs["T1"]), ("T2", t2)
+        ]])  # fmt: skip
+
+    monkeypatch.setattr(ToyRegression, "losses", losses)
+    config = RunConfig(**TOY, method=method, epochs=3)
+    record = train(config, tmp_path)  # 8 steps per epoch: step 13 is epoch 1's step 4
+    assert record.status == "diverged"
+    assert (record.diverged_epoch, record.diverged_step) == (1, 4)
+    assert "epoch 1, step 4: non-finite" in record.reason
+    assert "T2" in record.reason and "T1 =" not in record.reason
+    assert len(record.history) == 1
 
 
 def test_selection_by_validation_delta_m(tmp_path):
