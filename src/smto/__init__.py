@@ -3,7 +3,14 @@
 from smto import methods as methods
 from smto import optim as optim
 from smto.capabilities import EpochEnd, HeadInputs, PostStep, ValidationStep
-from smto.errors import NonFiniteError
+from smto.errors import (
+    ConfigError,
+    DataError,
+    MissingError,
+    NonFiniteError,
+    RunStateError,
+    SmtoError,
+)
 from smto.jacobian import GradientEngine, TaskGradients
 from smto.method import (
     Aggregation,
@@ -23,6 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregation",
+    "ConfigError",
+    "DataError",
     "EpochEnd",
     "GradientEngine",
     "GradientMethod",
@@ -31,10 +40,13 @@ __all__ = [
     "HeadInputs",
     "LossMethod",
     "Method",
+    "MissingError",
     "NonFiniteError",
     "PostStep",
     "RunContext",
+    "RunStateError",
     "Scale",
+    "SmtoError",
     "Space",
     "StepResult",
     "TaskGradients",

@@ -1,4 +1,12 @@
-"""The one exception every method raises on non-finite input."""
+"""smto's exception types.
+
+:class:`SmtoError` is a failure that the user can fix (a bad option, a missing or corrupt
+file, a run directory in use): the command line prints its message on one line and exits
+with status 2, while any other exception is a bug and keeps its traceback. Its subclasses
+also derive from the built-in type a caller would expect (``ValueError``,
+``FileNotFoundError``), so ``except ValueError`` keeps working. :class:`NonFiniteError` is the
+one exception every method raises on non-finite input.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,27 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+
+class SmtoError(Exception):
+    """A failure the user can fix; its message says what is wrong and what to do."""
+
+
+class ConfigError(SmtoError, ValueError):
+    """An invalid option, configuration, hyperparameter or input file content."""
+
+
+class MissingError(SmtoError, FileNotFoundError):
+    """A file or directory the user named (or that a run needs) does not exist."""
+
+
+class DataError(SmtoError, ValueError):
+    """A dataset or cache file that is corrupt, forged or of another format."""
+
+
+class RunStateError(SmtoError, RuntimeError):
+    """A run directory whose state cannot be trusted or used: a checkpoint of another run,
+    a corrupt checkpoint or record, or a directory another process is training in."""
 
 
 class NonFiniteError(FloatingPointError):

@@ -25,6 +25,7 @@ from typing import IO, Any
 import numpy as np
 
 from smto.data import paths
+from smto.errors import DataError, MissingError
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,15 @@ _HELP = (
 )
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(DataError):
     """An IDX file whose bytes do not form a valid (complete) IDX array."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(DataError):
     """A dataset file whose MD5 differs from the original release."""
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingError):
     """A dataset file that is neither on disk nor downloadable."""
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from smto import registry
+from smto.errors import ConfigError
 from smto.problems import parse_tasks, problem_class
 from smto.sweep import space
 from smto.sweep.space import Dimension, Range
@@ -80,7 +81,7 @@ PRUNERS = ("median", "none")
 MAX_LISTED = 8
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """An invalid sweep file; ``errors`` holds one message per problem, each naming its field."""
 
     def __init__(self, source: str, errors: Sequence[str]) -> None:

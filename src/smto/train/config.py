@@ -9,7 +9,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from smto import registry
+from smto.errors import ConfigError
 from smto.method import LossMethod
 from smto.problems import parse_tasks, problem_class, problem_options
 
@@ -63,35 +66,36 @@ class RunConfig:
         for name in ("weight_decay", "momentum", "min_lr"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         for name in ("batch_size", "eval_batch_size", "epochs", "plateau_patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        check_device(self.device, available=False)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         cls = problem_class(self.problem)
         unknown = sorted(
             set(self.problem_options) - set(problem_options(self.problem)) - {"data_dir"}
         )
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown problem option(s) {unknown} for {self.problem!r}; valid: "
                 f"{sorted(set(problem_options(self.problem)) - {'data_dir'})}"
             )
         if "data_dir" in self.problem_options:
-            raise ValueError("data_dir is not part of a run's configuration: pass it to train()")
+            raise ConfigError("data_dir is not part of a run's configuration: pass it to train()")
         bad_tasks = [t for t in parse_tasks(self.tasks) if t not in cls.all_tasks]
         if bad_tasks:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown task(s) {bad_tasks} for problem {self.problem!r}; valid tasks: "
                 f"{', '.join(cls.all_tasks)}"
             )
         method = registry.create(self.method, self.n_tasks, **self.method_params)
         if self.optimizer == "per_task_adam" and not isinstance(method, LossMethod):
-            raise ValueError(
+            raise ConfigError(
                 f"per_task_adam needs a loss-based method (per-task gradients of its loss "
                 f"terms); {self.method!r} combines gradients itself"
             )
@@ -109,7 +113,7 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown run configuration key(s) {unknown}; valid: {sorted(names)}")
+            raise ConfigError(f"unknown run configuration key(s) {unknown}; valid: {sorted(names)}")
         return cls(**data)
 
     def run_id(self) -> str:
@@ -121,6 +125,36 @@ class RunConfig:
         return f"{self.problem}-{self.tasks}-{method}-seed{self.seed}-{digest}"
 
 
+def check_device(device: Any, *, available: bool = True) -> None:
+    """Raises :class:`ConfigError` unless ``device`` names a torch device of a kind smto
+    trains on (cpu, cuda, cuda:N, mps) and, with ``available``, one this machine has.
+
+    A configuration checks the name only (a sweep is checked where it is written and run on
+    other machines); the engine checks availability before it creates a run directory.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"unknown device {device!r}: use a torch device such as cpu, cuda, cuda:1 or mps"
+        ) from None
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r}: smto trains on cpu, cuda or mps")
+    if parsed.type == "cpu" or not available:
+        return
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(
+                f"device {device!r}: this machine has {count} CUDA device(s) "
+                f"(cuda:0 to cuda:{count - 1})"
+            )
+    elif not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use cpu")
+
+
 def _as_json(name: str, value: Any) -> Any:
     """The value as it reads back from a JSON record (tuples become lists), so a
     configuration equals its own record."""
@@ -128,7 +162,7 @@ def _as_json(name: str, value: Any) -> Any:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as error:
         message = f"{name} must hold plain JSON values (numbers, strings, lists): {error}"
-        raise ValueError(message) from None
+        raise ConfigError(message) from None
 
 
 def _is_number(value: Any) -> bool:
@@ -137,9 +171,9 @@ def _is_number(value: Any) -> bool:
 
 def _check_positive(name: str, value: Any) -> None:
     if not _is_number(value) or value <= 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        raise ConfigError(f"{name} must be a number > 0, got {value!r}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+        raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
