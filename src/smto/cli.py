@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from smto import registry
 from smto._optional import require
 from smto.bench.cli import add_commands as bench_commands
+from smto.errors import ConfigError, MissingError, SmtoError, Terminated
 from smto.evaluation.cli import add_commands as evaluation_commands
 from smto.sweep.cli import add_commands as sweep_commands
 
@@ -53,28 +56,53 @@ def _cmd_problems(args: argparse.Namespace) -> int:
 
 
 def _parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, Any]:
-    """["alpha=0.5", "weights=(0.1,0.9)"] -> {"alpha": 0.5, "weights": (0.1, 0.9)}."""
+    """["alpha=0.5", "weights=(0.1,0.9)"] -> {"alpha": 0.5, "weights": (0.1, 0.9)}.
+
+    A value is a Python literal (number, string, tuple, list, True/False/None); anything
+    else is taken as a plain string, except text that starts like a literal (a bracket, a
+    quote, a digit or a sign), which is an error saying what form is expected."""
     result: dict[str, Any] = {}
     for item in items or []:
         key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{what} must look like NAME=VALUE, got {item!r}")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} must look like NAME=VALUE, got {item!r}")
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            if text.strip()[:1] in tuple("([{'\"+-.0123456789"):
+                raise ConfigError(
+                    f"{what} {item!r}: {text!r} is not a literal value; give a number, a "
+                    "quoted string, True/False/None, or a tuple/list of them, e.g. "
+                    f"{key.strip()}=(0.3,0.7) (nan and inf are not accepted)"
+                ) from None
             value = text
         result[key.strip()] = value
     return result
 
 
+def _load_reference(path: str) -> Any:
+    """The --reference file's validation metrics (a saved Reference or plain JSON)."""
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--reference {path} is a directory: name its reference.json")
+    try:
+        reference = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise MissingError(f"--reference {path}: no such file") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--reference {path} is not valid JSON: {error}") from None
+    if isinstance(reference, dict) and "val" in reference:  # a saved Reference
+        reference = reference["val"]
+    return reference
+
+
 def _config_from_args(args: argparse.Namespace, method: str):
     from smto.train import RunConfig
 
-    reference = None
-    if args.reference:
-        reference = json.loads(Path(args.reference).read_text())
-        if isinstance(reference, dict) and "val" in reference:  # a saved Reference
-            reference = reference["val"]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file: name a directory for the run records")
+    reference = _load_reference(args.reference) if args.reference else None
     return RunConfig(
         problem=args.problem,
         tasks=args.tasks,
@@ -97,6 +125,7 @@ def _config_from_args(args: argparse.Namespace, method: str):
         seed=args.seed,
         device=args.device,
         reference=reference,
+        divergence_factor=args.divergence_factor,
     )
 
 
@@ -105,7 +134,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from smto.train import FINISHED, run_dir, train
 
     config = _config_from_args(args, args.method)
-    record = train(config, args.out, data_dir=args.data_dir, progress=_progress(args))
+    record = train(
+        config,
+        args.out,
+        data_dir=args.data_dir,
+        progress=_progress(args),
+        wait=args.wait,
+        rebuild_record=args.rebuild_record,
+    )
     print(format_comparison([record]))
     print(f"\nrun {record.status}: {run_dir(config, args.out)}")
     return 0 if record.status in FINISHED else 1
@@ -201,6 +237,13 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
         "{task: {metric: value}} validation metrics): select the best epoch by validation "
         "Delta_m (else by the mean validation loss)",
     )
+    add(
+        "--divergence-factor",
+        type=float,
+        metavar="F",
+        help="end a run as diverged when a task's mean training or validation loss exceeds F "
+        "times its first epoch's (default: off)",
+    )
     add("--quiet", action="store_true", help="no progress bar")
 
 
@@ -224,6 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
         "best model go to OUT/<run id>. Re-running the same command resumes or returns it.",
     )
     train.add_argument("--method", default="unit_scal", help="see `smto methods`")
+    train.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process trains this run, wait for it instead of stopping",
+    )
+    train.add_argument(
+        "--rebuild-record",
+        action="store_true",
+        help="rebuild a corrupt record.json from the run's checkpoint (the corrupt file is "
+        "kept as record.json.corrupt)",
+    )
     _add_run_options(train, {})
     train.set_defaults(func=_cmd_train)
 
@@ -246,14 +300,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated("stopped by SIGTERM")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. A mistake the user can fix (:class:`smto.errors.SmtoError`) is one
+    line on stderr and exit status 2; an interrupt (Ctrl-C, SIGTERM) one line and 130 / 143,
+    the run recorded as interrupted; anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except SmtoError as error:
         print(f"smto: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        why = stop if isinstance(stop, Terminated) else "interrupted"
+        print(f"smto: {why}; run the same command again to resume", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

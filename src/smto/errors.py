@@ -37,6 +37,10 @@ class RunStateError(SmtoError, RuntimeError):
     a corrupt checkpoint or record, or a directory another process is training in."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run stops as "interrupted" (and resumes)."""
+
+
 class NonFiniteError(FloatingPointError):
     """A task loss, a method's objective term or a task gradient is NaN or infinite.
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from smto.errors import ConfigError
 from smto.method import Method, RunContext
 
 
@@ -91,7 +92,7 @@ def spec(name: str) -> MethodSpec:
     """The registered method called ``name``; a clear error listing valid names otherwise."""
     canonical = _ALIASES.get(_key(name))
     if canonical is None:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(available())}")
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(available())}")
     return _REGISTRY[canonical]
 
 
@@ -111,7 +112,7 @@ def create(
     unknown = sorted(set(hyperparameters) - set(valid))
     if unknown:
         listing = ", ".join(f"{h.name}={h.default!r}" for h in valid.values()) or "none"
-        raise ValueError(
+        raise ConfigError(
             f"unknown hyperparameter(s) {unknown} for method {method_spec.name!r}; "
             f"valid (with defaults): {listing}"
         )
@@ -119,7 +120,12 @@ def create(
         _check_type(method_spec.name, valid[key], value)
     derived = {} if context is None else method_spec.cls.defaults_from(context)
     arguments = {**method_spec.defaults, **derived, **hyperparameters}
-    method = method_spec.cls(n_tasks, **arguments)
+    try:
+        method = method_spec.cls(n_tasks, **arguments)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"method {method_spec.name!r}: {error}") from error
     method.display_name = method_spec.display_name  # variants: "MGDA-UB", "RLW-Dirichlet"
     return method
 
@@ -142,7 +148,7 @@ def _check_type(method: str, hp: Hyperparameter, value: Any) -> None:
     else:
         return
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-        raise ValueError(
+        raise ConfigError(
             f"hyperparameter {hp.name!r} of method {method!r} must be of type "
             f"{'/'.join(t.__name__ for t in expected)} (default {default!r}), got {value!r}"
         )

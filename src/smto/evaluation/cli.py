@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from smto.errors import ConfigError
+
 
 def _reference(args: argparse.Namespace):
     from smto.evaluation.reference import Reference
@@ -66,7 +68,7 @@ def _cmd_fixed_weights(args: argparse.Namespace) -> int:
     try:
         runs = chosen_runs(records, args.problem, tasks, args.method, reference)
     except ValueError as error:
-        raise ValueError(f"{error}{f' ({why})' if why else ''}") from None
+        raise ConfigError(f"{error}{f' ({why})' if why else ''}") from None
     weights = extract_fixed_weights(runs, beta=args.beta, epochs=args.epochs)
     print(json.dumps(weights.weights, indent=1))
     print(f"from {len(runs)} run(s) of {weights.method}: {', '.join(weights.sources)}")

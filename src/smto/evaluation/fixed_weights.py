@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from smto import registry
+from smto.errors import ConfigError, MissingError
 from smto.evaluation.reference import Reference
 from smto.evaluation.results import method_runs
 from smto.evaluation.selection import group_runs, select_configurations
@@ -34,9 +35,9 @@ EPOCH_RULES = ("all", "best")
 def ema_weights(epochs: Sequence[Mapping[str, float]], beta: float = 0.9) -> dict[str, float]:
     """The renormalized last EMA value of per-epoch weights (each normalized to sum 1)."""
     if not 0 <= beta < 1:
-        raise ValueError(f"beta must be in [0, 1), got {beta}")
+        raise ConfigError(f"beta must be in [0, 1), got {beta}")
     if not epochs:
-        raise ValueError("no epochs with recorded weights to extract fixed weights from")
+        raise ConfigError("no epochs with recorded weights to extract fixed weights from")
     tasks = list(epochs[0])
     normalized = [
         _normalized(index, [float(w[t]) for t in tasks], tasks) for index, w in enumerate(epochs)
@@ -48,7 +49,7 @@ def ema_weights(epochs: Sequence[Mapping[str, float]], beta: float = 0.9) -> dic
 def _normalized(index: int, values: list[float], tasks: list[str]) -> list[float]:
     total = sum(values)
     if not all(math.isfinite(v) for v in values) or total <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"epoch {index}'s weights {dict(zip(tasks, values))} cannot be normalized to "
             "sum 1 (non-finite or not positive in sum)"
         )
@@ -61,11 +62,11 @@ def run_weights(record: RunRecord, beta: float = 0.9, epochs: str = "all") -> di
     Epochs with non-finite weights (a diverging last epoch) are left out.
     """
     if epochs not in EPOCH_RULES:
-        raise ValueError(f"epochs must be one of {EPOCH_RULES}, got {epochs!r}")
+        raise ConfigError(f"epochs must be one of {EPOCH_RULES}, got {epochs!r}")
     history = record.history
     if epochs == "best":
         if record.best_epoch is None:
-            raise ValueError(f"run {record.run_id} has no best epoch")
+            raise ConfigError(f"run {record.run_id} has no best epoch")
         history = [e for e in history if e["epoch"] <= record.best_epoch]
     weights = [
         e["weights"]
@@ -73,7 +74,7 @@ def run_weights(record: RunRecord, beta: float = 0.9, epochs: str = "all") -> di
         if e.get("weights") and all(math.isfinite(float(v)) for v in e["weights"].values())
     ]
     if not weights:
-        raise ValueError(f"run {record.run_id} has no epoch with recorded finite weights")
+        raise ConfigError(f"run {record.run_id} has no epoch with recorded finite weights")
     return ema_weights(weights, beta)
 
 
@@ -103,12 +104,12 @@ class FixedWeights:
             data = json.loads(path.read_text())
             weights = cls(**data)
         except FileNotFoundError:
-            raise FileNotFoundError(f"no fixed weights at {path}") from None
+            raise MissingError(f"no fixed weights at {path}") from None
         except (json.JSONDecodeError, TypeError) as error:
-            raise ValueError(f"the fixed weights file {path} is corrupt: {error}") from None
+            raise ConfigError(f"the fixed weights file {path} is corrupt: {error}") from None
         missing = [t for t in weights.tasks.split("_") if t not in weights.weights]
         if missing:
-            raise ValueError(f"the fixed weights file {path} has no weight for task(s) {missing}")
+            raise ConfigError(f"the fixed weights file {path} has no weight for task(s) {missing}")
         return weights
 
 
@@ -117,13 +118,13 @@ def extract_fixed_weights(
 ) -> FixedWeights:
     """The fixed weights of the runs of one configuration: each run's, averaged, renormalized."""
     if not runs:
-        raise ValueError("no runs to extract fixed weights from")
+        raise ConfigError("no runs to extract fixed weights from")
     configs = {
         (r.config["problem"], r.config["tasks"], registry.spec(r.config["method"]).name)
         for r in runs
     }
     if len(configs) != 1:
-        raise ValueError(f"runs of one problem, task set and method expected, got {configs}")
+        raise ConfigError(f"runs of one problem, task set and method expected, got {configs}")
     problem, tasks, method = configs.pop()
     per_run = [run_weights(r, beta, epochs) for r in runs]
     mean = {t: sum(w[t] for w in per_run) / len(per_run) for t in per_run[0]}
@@ -150,10 +151,10 @@ def chosen_runs(
     configuration needs no reference), failed runs left out."""
     runs = method_runs(records, problem, tasks).get(registry.spec(method).name)
     if not runs:
-        raise ValueError(f"no finished runs of {method} on {problem} {tasks}")
+        raise ConfigError(f"no finished runs of {method} on {problem} {tasks}")
     groups = group_runs(runs)
     if len(groups) > 1 and reference is None:
-        raise ValueError(
+        raise ConfigError(
             f"{method} has {len(groups)} configurations on {problem} {tasks}: choosing one "
             "needs the single-task reference"
         )
@@ -166,7 +167,7 @@ def fixed_weights_config(config: Mapping | RunConfig, weights: FixedWeights) -> 
     study trains fixed weights with the source method's chosen hyperparameters."""
     base = config if isinstance(config, RunConfig) else RunConfig.from_dict(dict(config))
     if base.tasks != weights.tasks or base.problem != weights.problem:
-        raise ValueError(
+        raise ConfigError(
             f"weights for {weights.problem} {weights.tasks} do not fit a run of "
             f"{base.problem} {base.tasks}"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from smto.errors import ConfigError
 from smto.evaluation.reference_values import Reference, Values
 from smto.evaluation.selection import (
     best_metric_configuration,
@@ -34,10 +35,10 @@ def single_task_reference(records: Sequence[RunRecord]) -> Reference:
     """
     records = finished(records)
     if not records:
-        raise ValueError("no finished single-task runs to build the reference from")
+        raise ConfigError("no finished single-task runs to build the reference from")
     multi = sorted({r.run_id for r in records if len(record_tasks(r)) != 1})
     if multi:
-        raise ValueError(f"the single-task reference needs single-task runs; got {multi[:3]}")
+        raise ConfigError(f"the single-task reference needs single-task runs; got {multi[:3]}")
     pairs = single_task_metrics(records)
     groups = group_runs(records)
     reference = Reference(records[0].config["problem"], {}, {}, {})
@@ -46,7 +47,7 @@ def single_task_reference(records: Sequence[RunRecord]) -> Reference:
         runs = groups[key]
         values = [selection_value(r, metric_value(r, task, metric.name, "val")) for r in runs]
         if ranking_score(values) == float("-inf"):
-            raise ValueError(
+            raise ConfigError(
                 f"no single-task configuration of {task} has a {metric.name} value in every "
                 "run (all failed or diverged before their first epoch)"
             )

@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from smto.errors import ConfigError, MissingError
 from smto.train.records import atomic_write_text
 
 Values = dict[str, dict[str, float]]
@@ -47,12 +48,12 @@ class Reference:
                 sources=data.get("sources", {}),
             )
         except FileNotFoundError:
-            raise FileNotFoundError(
+            raise MissingError(
                 f"no single-task reference at {path}: build one with `smto report` from "
                 "single-task runs, or Reference.save"
             ) from None
         except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(
+            raise ConfigError(
                 f"the single-task reference {path} is corrupt or of another format "
                 f"(expected JSON with problem, val, test, sources): {error!r}"
             ) from None

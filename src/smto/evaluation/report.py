@@ -19,6 +19,7 @@ from pathlib import Path
 
 from smto import registry
 from smto._optional import require
+from smto.errors import ConfigError, MissingError
 from smto.evaluation.reference import Reference, single_task_reference
 from smto.evaluation.results import MethodResult, collect_results, method_runs
 from smto.evaluation.selection import finished, record_tasks
@@ -36,10 +37,10 @@ def load_records(runs_dir: str | os.PathLike[str]) -> list[RunRecord]:
     """Every run record under ``runs_dir``; a clear error when there is none."""
     root = Path(runs_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"no runs directory {root}")
+        raise MissingError(f"no runs directory {root}")
     records = [load_run(d) for d in find_runs(root)]
     if not records:
-        raise ValueError(f"no run records (record.json) under {root}")
+        raise ConfigError(f"no run records (record.json) under {root}")
     return records
 
 
@@ -47,10 +48,10 @@ def problem_options_of(records: Sequence[RunRecord], problem: str, tasks: str) -
     """The one set of problem options of the multi-task runs of ``problem`` on ``tasks``."""
     runs = [r for runs in method_runs(records, problem, tasks).values() for r in runs]
     if not runs:
-        raise ValueError(f"no finished multi-task runs of {problem} on {tasks}")
+        raise ConfigError(f"no finished multi-task runs of {problem} on {tasks}")
     options = {repr(sorted(r.config.get("problem_options", {}).items())) for r in runs}
     if len(options) > 1:
-        raise ValueError(
+        raise ConfigError(
             f"the runs of {problem} {tasks} use several problem option sets {sorted(options)}: "
             "report them from separate directories"
         )
@@ -72,7 +73,7 @@ def auto_reference(
     ]
     missing = [t for t in wanted if all(record_tasks(r) != [t] for r in single)]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"no finished single-task runs of {problem} task(s) {', '.join(missing)} with "
             f"problem options {problem_options} for the single-task reference: train them "
             f"(smto train --tasks {missing[0]} ...) or give a saved reference (--reference FILE)"
@@ -191,7 +192,7 @@ def write_report(
     """Writes the tables (``<name>.tex|.md`` and ``.csv``), the reference used, the per-run
     results and the figures (PNG and PDF) to ``out``."""
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+        raise ConfigError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     tasks = "_".join(parse_tasks(tasks))
     baseline = registry.spec(baseline).name
     records = load_records(runs_dir)

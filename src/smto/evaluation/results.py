@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from smto import registry
+from smto.errors import ConfigError
 from smto.evaluation.reference import Reference
 from smto.evaluation.selection import (
     finished,
@@ -42,7 +43,7 @@ def relative_gains(
         for metric in task_metrics_:
             ref = reference[task][metric.name]
             if ref == 0:
-                raise ValueError(f"the single-task reference of {task}/{metric.name} is 0")
+                raise ConfigError(f"the single-task reference of {task}/{metric.name} is 0")
             value = values.get(task, {}).get(metric.name, math.nan)
             sign = 1.0 if metric.higher_is_better else -1.0
             gains.setdefault(task, {})[metric.name] = 100.0 * sign * (value - ref) / ref
@@ -134,14 +135,14 @@ def collect_results(
     """Each method's :class:`MethodResult`, in the order of ``methods`` (default: the baseline
     first, then the others by display name). A requested method without runs is an error."""
     if reference.problem != problem:
-        raise ValueError(f"the reference is of {reference.problem!r}, not {problem!r}")
+        raise ConfigError(f"the reference is of {reference.problem!r}, not {problem!r}")
     by_method = method_runs(records, problem, tasks)
     found = ", ".join(sorted(by_method)) or "none"
     if methods:
         names = [registry.spec(m).name for m in methods]
         missing = [m for m in names if m not in by_method]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"no finished runs of {', '.join(missing)} on {problem} {tasks}; methods with "
                 f"runs: {found}"
             )
@@ -150,7 +151,7 @@ def collect_results(
     excluded = {registry.spec(m).name for m in exclude}
     names = [m for m in names if m not in excluded]
     if not names:
-        raise ValueError(f"no methods to report on {problem} {tasks}; methods with runs: {found}")
+        raise ConfigError(f"no methods to report on {problem} {tasks}; methods with runs: {found}")
     metrics = task_metrics(problem, parse_tasks(tasks))
     results = []
     for name in names:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from smto import registry
+from smto.errors import ConfigError
 from smto.evaluation.reference_values import Reference
 from smto.problems import parse_tasks, problem_class
 from smto.problems.base import Metric
@@ -84,7 +85,7 @@ def task_metrics(problem: str, tasks: Iterable[str]) -> dict[str, tuple[Metric, 
 def run_values(record: RunRecord, split: str) -> dict[str, dict[str, float]] | None:
     """The run's metrics at its best epoch on ``split`` ("val" or "test"); None without one."""
     if split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'val' or 'test', got {split!r}")
     return record.best_val if split == "val" else record.best_test
 
 
@@ -96,7 +97,7 @@ def run_delta_m(record: RunRecord, reference: Reference, split: str) -> float:
     ref = reference.val if split == "val" else reference.test
     missing = [t for t in metrics if t not in ref]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"the single-task reference of {reference.problem!r} has no task(s) {missing}; "
             f"it has {sorted(ref)}: build it from single-task runs of every task"
         )
@@ -145,14 +146,14 @@ def select_configurations(
     """
     records = finished(records)
     if not records:
-        raise ValueError("no finished runs to select a configuration from")
+        raise ConfigError("no finished runs to select a configuration from")
     single = [len(record_tasks(r)) == 1 for r in records]
     if any(single) and not all(single):
-        raise ValueError("select single-task and multi-task runs separately")
+        raise ConfigError("select single-task and multi-task runs separately")
     groups = group_runs(records)
     if not all(single):
         if reference is None:
-            raise ValueError(
+            raise ConfigError(
                 "multi-task runs are selected by validation Delta_m: give the single-task "
                 "reference (smto.evaluation.single_task_reference)"
             )
@@ -173,7 +174,7 @@ def single_task_metrics(records: Sequence[RunRecord]) -> list[tuple[str, Metric]
     """(task, metric) pairs of single-task runs: tasks in order of appearance."""
     problems = {r.config["problem"] for r in records}
     if len(problems) != 1:
-        raise ValueError(f"runs of one problem expected, got {sorted(problems)}")
+        raise ConfigError(f"runs of one problem expected, got {sorted(problems)}")
     tasks = list(dict.fromkeys(record_tasks(r)[0] for r in records))
     metrics = task_metrics(problems.pop(), tasks)
     return [(task, metric) for task in tasks for metric in metrics[task]]

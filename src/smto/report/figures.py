@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from smto._optional import require
+from smto.errors import ConfigError
 from smto.report.smoothing import ema
 
 if TYPE_CHECKING:
@@ -68,9 +69,9 @@ def weights_plot(history: pd.DataFrame, out: Path, beta: float = 0.9) -> list[Pa
     _weight_columns(history)
     if "method" in history.columns and history["method"].nunique() > 1:
         methods = sorted(map(str, history["method"].unique()))
-        raise ValueError(f"weights_plot draws one method; history holds {methods}")
+        raise ConfigError(f"weights_plot draws one method; history holds {methods}")
     if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta}")
+        raise ConfigError(f"beta must be in [0, 1), got {beta}")
     with _style():
         return _save(_draw_weights(history, beta), out)
 
@@ -90,7 +91,7 @@ def results_with_weights(
     tasks = _weight_columns(history)
     if len(tasks) != 2:
         names = [c.removeprefix(WEIGHTS_PREFIX) for c in tasks]
-        raise ValueError(
+        raise ConfigError(
             f"results_with_weights needs a problem with exactly two tasks; history has "
             f"{len(tasks)} ({names}). Use weights_plot for each method instead."
         )
@@ -108,7 +109,7 @@ def delta_m_errorbars(summary: pd.DataFrame, out: Path) -> list[Path]:
     _require(summary, ("method", "mean", "ci_low", "ci_high"), "summary")
     bad = summary[(summary["ci_low"] > summary["mean"]) | (summary["ci_high"] < summary["mean"])]
     if len(bad):
-        raise ValueError(
+        raise ConfigError(
             f"the interval [ci_low, ci_high] must contain the mean; it does not for "
             f"{list(map(str, bad['method']))}"
         )
@@ -258,17 +259,17 @@ def _normalized(history: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Each row's weights divided by their sum; rows with a missing weight are dropped."""
     weights = history[columns].astype(float).dropna()
     if weights.empty:
-        raise ValueError("history has no epoch with all task weights recorded")
+        raise ConfigError("history has no epoch with all task weights recorded")
     totals = weights.sum(axis=1)
     if not (np.isfinite(totals) & (totals != 0)).all():
-        raise ValueError("task weights must have a finite, non-zero sum in every epoch")
+        raise ConfigError("task weights must have a finite, non-zero sum in every epoch")
     return weights.div(totals, axis=0)
 
 
 def _weight_columns(history: pd.DataFrame) -> list[str]:
     columns = [c for c in history.columns if str(c).startswith(WEIGHTS_PREFIX)]
     if not columns:
-        raise ValueError(
+        raise ConfigError(
             f"history has no '{WEIGHTS_PREFIX}<task>' columns (columns: {list(history.columns)});"
             " load it with smto.train.load_runs"
         )
@@ -278,11 +279,11 @@ def _weight_columns(history: pd.DataFrame) -> list[str]:
 def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"{name} lacks the columns {missing} (needs {list(columns)}, has {list(frame.columns)})"
         )
     if frame.empty:
-        raise ValueError(f"{name} is empty: there is nothing to plot")
+        raise ConfigError(f"{name} is empty: there is nothing to plot")
 
 
 def _finite(values: pd.Series) -> np.ndarray:

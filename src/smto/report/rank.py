@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from smto._optional import require
+from smto.errors import ConfigError
 from smto.problems.base import Metric
 
 pd = require("pandas", "bench", "smto.report")
@@ -24,7 +25,7 @@ def mean_rank(
     than one that did).
     """
     if not values:
-        raise ValueError("mean rank needs at least one method")
+        raise ConfigError("mean rank needs at least one method")
     per_task = pd.DataFrame(index=list(values), columns=list(metrics), dtype=float)
     for task, task_metrics in metrics.items():
         ranks = []

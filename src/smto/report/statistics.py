@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smto.errors import ConfigError
+
 N_RESAMPLES = 10_000
 CONFIDENCE = 0.95
 
@@ -30,9 +32,9 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """The percentile bootstrap interval of the mean of ``values`` (nan for no values)."""
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+        raise ConfigError(f"n_resamples must be >= 1, got {n_resamples}")
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return math.nan, math.nan
@@ -109,7 +111,7 @@ def compare(
 def _finite(values: Sequence[float], seeds: Sequence[int] | None) -> list[tuple[int, float]]:
     keys = list(seeds) if seeds is not None else list(range(len(values)))
     if len(keys) != len(values):
-        raise ValueError(f"{len(values)} values but {len(keys)} seeds")
+        raise ConfigError(f"{len(values)} values but {len(keys)} seeds")
     return [(s, float(v)) for s, v in zip(keys, values) if math.isfinite(v)]
 
 

@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from smto._optional import require
+from smto.errors import ConfigError
 from smto.problems.base import Metric
 from smto.report.rank import mean_rank
 from smto.report.statistics import CONFIDENCE, N_RESAMPLES, compare, summarize
@@ -220,7 +221,7 @@ def metric_columns(results: Sequence[MethodResults]) -> list[tuple[str, str, str
 
 def _check(results: Sequence[MethodResults]) -> None:
     if not results:
-        raise ValueError("a table needs at least one method's results")
+        raise ConfigError("a table needs at least one method's results")
 
 
 def relative_gain_table(results: Sequence[MethodResults]) -> Table:

@@ -16,6 +16,8 @@ from smto.errors import ConfigError
 from smto.method import LossMethod
 from smto.problems import parse_tasks, problem_class, problem_options
 
+_ADDED_LATER = ("divergence_factor",)
+"""Fields added after run ids were first published: left out of the id while at None."""
 OPTIMIZERS = ("adam", "sgd", "signsgd", "per_task_adam")
 SCHEDULERS = ("exponential", "plateau", "none")
 
@@ -54,6 +56,10 @@ class RunConfig:
     """Single-task validation metrics by task and metric: the best epoch is then the one of
     the highest validation Delta_m (PROTOCOL.md "Best epoch"); without it, the one of the
     lowest mean validation loss."""
+    divergence_factor: float | None = None
+    """Off by default. A run whose mean training or validation loss of a task exceeds this
+    many times that of its first epoch ends as "diverged" (finite but absurd, e.g. an MSE of
+    1e28); the study's sweeps set a generous factor."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", "_".join(parse_tasks(self.tasks)))
@@ -74,6 +80,13 @@ class RunConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         check_device(self.device, available=False)
+        if self.divergence_factor is not None and (
+            not _is_number(self.divergence_factor) or self.divergence_factor <= 1
+        ):
+            raise ConfigError(
+                f"divergence_factor must be a number > 1 or None (off), "
+                f"got {self.divergence_factor!r}"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         cls = problem_class(self.problem)
@@ -93,6 +106,8 @@ class RunConfig:
                 f"unknown task(s) {bad_tasks} for problem {self.problem!r}; valid tasks: "
                 f"{', '.join(cls.all_tasks)}"
             )
+        if self.reference is not None:
+            _check_reference(self.reference, cls, parse_tasks(self.tasks))
         method = registry.create(self.method, self.n_tasks, **self.method_params)
         if self.optimizer == "per_task_adam" and not isinstance(method, LossMethod):
             raise ConfigError(
@@ -116,13 +131,56 @@ class RunConfig:
             raise ConfigError(f"unknown run configuration key(s) {unknown}; valid: {sorted(names)}")
         return cls(**data)
 
+    def same_run(self, data: dict[str, Any]) -> bool:
+        """Whether ``data`` (a record's or checkpoint's configuration, possibly of an older
+        smto without the newer fields) is this configuration."""
+        try:
+            return RunConfig.from_dict(data) == self
+        except (ConfigError, TypeError):
+            return False
+
     def run_id(self) -> str:
         """A readable id that changes with any setting: problem-tasks-method-seed-hash."""
+        identity = self.to_dict()
+        for name in _ADDED_LATER:  # at their default, ids stay those of older versions
+            if identity[name] is None:
+                del identity[name]
         digest = hashlib.sha1(
-            json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+            json.dumps(identity, sort_keys=True, default=str).encode()
         ).hexdigest()[:10]
         method = registry.spec(self.method).name
         return f"{self.problem}-{self.tasks}-{method}-seed{self.seed}-{digest}"
+
+
+def _check_reference(reference: Any, cls: Any, tasks: list[str]) -> None:
+    """The single-task reference: {task: {metric: number}}, every metric of every task of the
+    run, tasks and metrics the problem has, finite numbers (checked before any training)."""
+    where = "the reference (single-task validation metrics)"
+    if not isinstance(reference, dict):
+        raise ConfigError(f"{where} must map task -> {{metric: value}}, got {reference!r}")
+    unknown = sorted(set(reference) - set(cls.all_tasks))
+    if unknown:
+        raise ConfigError(
+            f"{where} names unknown task(s) {unknown}; the tasks of {cls.name!r} are "
+            f"{', '.join(cls.all_tasks)}"
+        )
+    for task in tasks:
+        names = [m.name for m in cls.task_metrics(task)]
+        values = reference.get(task)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where} has no metrics for task {task!r} (needs {names})")
+        missing = [n for n in names if n not in values]
+        extra = sorted(set(values) - set(names))
+        if missing or extra:
+            raise ConfigError(
+                f"{where} for task {task!r} must give exactly the metrics {names}; "
+                f"missing {missing}, unknown {extra}"
+            )
+        for name in names:
+            if not _is_number(values[name]):
+                raise ConfigError(
+                    f"{where}: {task}/{name} must be a finite number, got {values[name]!r}"
+                )
 
 
 def check_device(device: Any, *, available: bool = True) -> None:

@@ -27,13 +27,16 @@ import smto
 from smto import registry
 from smto._optional import require
 from smto.capabilities import EpochEnd, ValidationStep, head_inputs_of, optimizer_groups
+from smto.errors import ConfigError, DataError, RunStateError
 from smto.method import Method, RunContext
 from smto.models.base import SharedEncoderModel
 from smto.optim import PerTaskAdam, SignSGD
 from smto.problems import Batch, Problem, create_problem, problem_options
 from smto.problems.delta_m import delta_m
-from smto.train.config import RunConfig
-from smto.train.records import BEST_MODEL, CHECKPOINT, RunRecord, atomic_write
+from smto.train.checkpoint import load_checkpoint, save_checkpoint
+from smto.train.config import RunConfig, check_device
+from smto.train.lock import RunLock
+from smto.train.records import BEST_MODEL, CHECKPOINT, RECORD, RunRecord, atomic_write, load_run
 from smto.train.step import Diverged, training_step
 
 EpochCallback = Callable[[RunRecord], None]
@@ -59,45 +62,87 @@ def train(
     problem: Problem | None = None,
     progress: bool = False,
     on_epoch_end: EpochCallback | None = None,
+    wait: bool = False,
+    rebuild_record: bool = False,
 ) -> RunRecord:
     """Trains (or resumes, or just returns) the run of ``config`` under ``root``.
 
     A finished run (completed, diverged or pruned) is returned as recorded; an unfinished
-    one resumes from its last checkpoint. ``problem`` reuses an already loaded problem (it
-    must match the configuration); otherwise it is built with ``data_dir``.
-    ``on_epoch_end`` is called with the record after each epoch (an exception there stops
-    the run, which stays resumable; :class:`Pruned` stops it for good).
+    one resumes from its last checkpoint, and one whose checkpoint holds every epoch is
+    finished from it. ``problem`` reuses an already loaded problem (it must match the
+    configuration); otherwise it is built with ``data_dir``. ``on_epoch_end`` is called with
+    the record after each epoch (an exception there stops the run, which stays resumable;
+    :class:`Pruned` stops it for good).
+
+    One process trains in a run directory at a time: another one gets a
+    :class:`smto.errors.RunStateError` naming it, or with ``wait`` waits for it. A corrupt
+    ``record.json`` is an error that says whether the checkpoint can rebuild it;
+    ``rebuild_record`` does so (the corrupt file is kept beside it). The device and the
+    root are checked, and the problem built, before the run directory is created.
     """
+    check_device(config.device)
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the run root {root} is a file, not a directory: name a directory")
     directory = run_dir(config, root)
-    directory.mkdir(parents=True, exist_ok=True)
-    existing = _existing_record(directory, config)
-    if existing is not None and existing.status in FINISHED:
+    existing = _finished_record(directory, config, rebuild_record)
+    if existing is not None:
         return existing
+    problem = _problem_for(config, problem, data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    with RunLock(directory, wait=wait):
+        existing = _finished_record(directory, config, rebuild_record)
+        if existing is not None:
+            return existing
+        run = _Run(config, problem, directory)
+        return run.execute(progress=progress, on_epoch_end=on_epoch_end)
+
+
+def _problem_for(
+    config: RunConfig, problem: Problem | None, data_dir: str | os.PathLike[str] | None
+) -> Problem:
+    """The given problem, checked against the configuration, or the configured one built."""
     if problem is None:
         options = dict(config.problem_options)
         if "data_dir" in problem_options(config.problem):
             options["data_dir"] = data_dir
-        problem = create_problem(config.problem, config.tasks, **options)
-    elif problem.name != config.problem or "_".join(problem.tasks) != config.tasks:
-        raise ValueError(
+        return create_problem(config.problem, config.tasks, **options)
+    if problem.name != config.problem or "_".join(problem.tasks) != config.tasks:
+        raise ConfigError(
             f"the given problem ({problem.name}, {'_'.join(problem.tasks)}) does not match the "
             f"configuration ({config.problem}, {config.tasks})"
         )
-    run = _Run(config, problem, directory)
-    return run.execute(progress=progress, on_epoch_end=on_epoch_end)
+    return problem
 
 
-def _existing_record(directory: Path, config: RunConfig) -> RunRecord | None:
-    from smto.train.records import RECORD, load_run
-
-    if not (directory / RECORD).exists():
+def _finished_record(directory: Path, config: RunConfig, rebuild: bool) -> RunRecord | None:
+    """The record of a finished run in ``directory``; None when there is none yet or the run
+    is unfinished (the checkpoint then resumes it, or finishes it when it holds every epoch)."""
+    path = directory / RECORD
+    if not path.exists():
         return None
-    record = load_run(directory)
-    if record.config != config.to_dict():
-        raise ValueError(
-            f"{directory} holds a run with a different configuration; use another directory"
+    try:
+        record = load_run(directory)
+    except DataError as error:
+        if not (directory / CHECKPOINT).exists():
+            raise RunStateError(
+                f"{error}; there is no checkpoint to rebuild it from: delete {directory} to "
+                "train the run again"
+            ) from None
+        if not rebuild:
+            raise RunStateError(
+                f"{error}; the checkpoint {directory / CHECKPOINT} holds the record as of its "
+                "last epoch: rebuild it from there with --rebuild-record (the corrupt file is "
+                "kept as record.json.corrupt)"
+            ) from None
+        os.replace(path, path.with_name(RECORD + ".corrupt"))
+        return None
+    if not config.same_run(record.config):
+        raise RunStateError(
+            f"{directory} holds the record of run {record.run_id}, whose configuration differs "
+            f"from that of run {config.run_id()}: nothing was changed; use another directory"
         )
-    return record
+    return record if record.status in FINISHED else None
 
 
 class _DivergedAt(Diverged):
@@ -143,6 +188,12 @@ class _Run:
     # -- the loop -----------------------------------------------------------------------
 
     def execute(self, progress: bool, on_epoch_end: EpochCallback | None) -> RunRecord:
+        if self.start_epoch >= self.config.epochs:
+            # The checkpoint holds every epoch (killed before the last record.json write, or
+            # record.json lost): the record is the checkpoint's, and the run is done.
+            self.record.status = "completed"
+            self.record.save(self.directory)
+            return self.record
         bar = _progress_bar(self.config.epochs, self.start_epoch) if progress else None
         self.record.status = "running"
         try:
@@ -159,6 +210,10 @@ class _Run:
                 entry["seconds"] = time.perf_counter() - started
                 self.record.seconds += entry["seconds"]
                 self.record.history.append(entry)
+                absurd = self._beyond_divergence_bound(entry)
+                if absurd is not None:
+                    self._finish("diverged", f"epoch {epoch}: {absurd}", epoch)
+                    break
                 self._step_scheduler(entry)
                 self.record.solver_failures = int(getattr(self.method, "solver_failures", 0))
                 if epoch + 1 == self.config.epochs:
@@ -171,8 +226,8 @@ class _Run:
                     on_epoch_end(self.record)
         except Pruned as reason:
             self._finish("pruned", str(reason) or "pruned by the epoch callback")
-        except KeyboardInterrupt:
-            self._finish("interrupted", "stopped by the user (resumable)")
+        except KeyboardInterrupt as stop:
+            self._finish("interrupted", f"{stop or 'stopped by the user'} (resumable)")
             raise
         except Exception as error:
             self._finish("failed", f"{type(error).__name__}: {error}")
@@ -294,6 +349,24 @@ class _Run:
             return delta_m(val, self.config.reference, self.problem.metrics())
         return -sum(val_loss.values()) / len(val_loss)
 
+    def _beyond_divergence_bound(self, entry: dict[str, Any]) -> str | None:
+        """Why the epoch's losses are absurd, relative to the first epoch's
+        (``config.divergence_factor``), or None."""
+        factor = self.config.divergence_factor
+        if factor is None or entry is self.record.history[0]:
+            return None
+        first = self.record.history[0]
+        for kind in ("train_loss", "val_loss"):
+            for task, value in entry[kind].items():
+                bound = factor * abs(first[kind][task])
+                if value > bound:
+                    return (
+                        f"the mean {kind.replace('_', ' ')} of {task} is {value:.4g}, more than "
+                        f"divergence_factor = {factor:g} times its first epoch's "
+                        f"({first[kind][task]:.4g})"
+                    )
+        return None
+
     def _step_scheduler(self, entry: dict[str, Any]) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(sum(entry["val_loss"].values()) / len(entry["val_loss"]))
@@ -331,15 +404,15 @@ class _Run:
             # leave a resumed run with a history or best epoch of another epoch.
             "record": copy.deepcopy(self.record.to_dict()),
         }
-        _atomic_torch_save(state, self.directory / CHECKPOINT)
+        path = self.directory / CHECKPOINT
+        save_checkpoint(path, state, self.config)
         self.record.save(self.directory)
 
     def _load_checkpoint(self) -> None:
         path = self.directory / CHECKPOINT
         if not path.exists():
             return
-        # On the CPU: RNG states must be CPU byte tensors; load_state_dict moves the rest.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path, self.config)
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])

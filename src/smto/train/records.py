@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from smto._optional import require
 from smto.data.paths import set_default_mode
+from smto.errors import DataError, MissingError
 
 RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"
@@ -93,11 +94,9 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
     try:
         return RunRecord.from_dict(json.loads(file.read_text()))
     except FileNotFoundError:
-        raise FileNotFoundError(f"no run record at {file}") from None
-    except (json.JSONDecodeError, TypeError) as error:
-        raise ValueError(
-            f"the run record {file} is corrupt or of another format: {error}"
-        ) from None
+        raise MissingError(f"no run record at {file}") from None
+    except (ValueError, TypeError) as error:  # JSONDecodeError, UnicodeDecodeError, fields
+        raise DataError(f"the run record {file} is corrupt or of another format: {error}") from None
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[Path]:
