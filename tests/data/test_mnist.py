@@ -31,13 +31,6 @@ NAMES = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path, monkeypatch):
-    """Keep every test away from the user's real cache and data directories."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("SMTO_CACHE", raising=False)
-
-
 def small_mnist(seed: int = 0, n_train: int = 12, n_test: int = 5) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {

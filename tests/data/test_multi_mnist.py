@@ -15,16 +15,10 @@ from idx_files import flip_byte
 from smto.data import mnist as mnist_mod
 from smto.data import multi_mnist as mm
 from smto.data.multi_mnist import compose, load_multi_mnist, normalize
+from smto.errors import ConfigError, DataError, MissingError
 
 SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
 LEFT_RANGES = {"train": (0, 50_000), "val": (50_000, 60_000), "test": (0, 10_000)}
-
-
-@pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path, monkeypatch):
-    """Keep every test away from the user's real cache directory."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("SMTO_CACHE", raising=False)
 
 
 # --- the composite, by hand -------------------------------------------------------------
@@ -144,56 +138,36 @@ def test_split_file_errors(tmp_path):
     lines = raw["val"].decode().split("\n")
     lines[41] = "123"  # a train-range index in the val file
     bad = {**raw, "val": "\n".join(lines).encode()}
-    with pytest.raises(ValueError, match=r"val_right_idx\.txt: line 42 holds 123, outside"):
+    with pytest.raises(DataError, match=r"val_right_idx\.txt: line 42 holds 123, outside"):
         mm.parse_right_indices(bad, tmp_path)
     short = {**raw, "test": b"1\n2\n"}
-    with pytest.raises(ValueError, match=r"test_right_idx\.txt: 2 indices, at least 10000"):
+    with pytest.raises(DataError, match=r"test_right_idx\.txt: 2 indices, at least 10000"):
         mm.parse_right_indices(short, tmp_path)
     words = {**raw, "train": b"x\n" * 50_000}
-    with pytest.raises(ValueError, match="not a file of integers"):
+    with pytest.raises(DataError, match="not a file of integers"):
         mm.parse_right_indices(words, tmp_path)
     (tmp_path / "test_right_idx.txt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"test_right_idx\.txt.*right_indices='seed'"):
+    with pytest.raises(MissingError, match=r"test_right_idx\.txt.*right_indices='seed'"):
         load_multi_mnist(tmp_path, right_indices="original", split_dir=tmp_path)
 
 
 def test_unknown_mode_is_rejected():
-    with pytest.raises(ValueError, match="right_indices must be"):
+    with pytest.raises(ConfigError, match="right_indices must be"):
         load_multi_mnist(right_indices="random")  # type: ignore[arg-type]
 
 
-# --- the cache (in-memory MNIST stand-in, so no real data is needed) ----------------------
-
-
-@pytest.fixture(scope="module")
-def fake_source() -> mnist_mod.MNIST:
-    rng = np.random.default_rng(11)
-    return mnist_mod.MNIST(
-        train_images=rng.integers(0, 256, (60_000, 28, 28), dtype=np.uint8),
-        train_labels=rng.integers(0, 10, 60_000).astype(np.int64),
-        test_images=rng.integers(0, 256, (10_000, 28, 28), dtype=np.uint8),
-        test_labels=rng.integers(0, 10, 10_000).astype(np.int64),
+def test_partial_mnist_is_a_data_error(fake_source):
+    short = mnist_mod.MNIST(
+        fake_source.train_images[:100],
+        fake_source.train_labels[:100],
+        fake_source.test_images,
+        fake_source.test_labels,
     )
+    with pytest.raises(DataError, match=r"full MNIST-train set \(60000 images\), got 100"):
+        mm.build_arrays(short, mm.seeded_right_indices(0))
 
 
-@pytest.fixture
-def counted_source(monkeypatch, fake_source):
-    """Serve ``fake_source`` as MNIST and count builds."""
-    calls = {"load": 0, "build": 0}
-    real_build = mm.build_arrays
-
-    def fake_load(root=None, download=True, **kwargs):
-        calls["load"] += 1
-        return fake_source
-
-    def counting_build(source, right):
-        calls["build"] += 1
-        return real_build(source, right)
-
-    monkeypatch.setattr(mnist_mod, "MNIST_MD5", {"fake": "0" * 32})
-    monkeypatch.setattr(mnist_mod, "load_mnist", fake_load)
-    monkeypatch.setattr(mm, "build_arrays", counting_build)
-    return calls
+# --- the cache (in-memory MNIST stand-in, so no real data is needed) ----------------------
 
 
 def assert_same_splits(a: dict, b: dict) -> None:
@@ -245,9 +219,11 @@ def test_second_load_hits_the_cache(tmp_path, counted_source, monkeypatch):
 def test_corrupted_cache_is_rebuilt(tmp_path, counted_source, where):
     first = load_multi_mnist(tmp_path, seed=5, cache_dir=tmp_path / "cache")
     (path,) = (tmp_path / "cache" / "multi_mnist").glob("*.npz")
-    offset = {"middle": path.stat().st_size // 2, "header": 100, "end": -300}[where]
+    # "end": the central directory offset in the end record (most bytes of the
+    # central directory, such as its entries' attributes, are never checked by zipfile)
+    offset = {"middle": path.stat().st_size // 2, "header": 100, "end": -4}[where]
     flip_byte(path, offset)
-    with pytest.warns(RuntimeWarning, match="unreadable Multi-MNIST cache"):
+    with pytest.warns(RuntimeWarning, match=r"Multi-MNIST cache .*: unreadable"):
         second = load_multi_mnist(tmp_path, seed=5, cache_dir=tmp_path / "cache")
     assert counted_source["build"] == 2
     assert_same_splits(first, second)

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from smto.data import mnist as mnist_mod
 from smto.data import paths
+from smto.errors import ConfigError, DataError, MissingError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ SPLITS: dict[str, tuple[str, int, int]] = {
 """Split -> (MNIST source set, first left index, end of the index range)."""
 
 _SOURCE_SIZES = {"train": 60_000, "test": 10_000}
+
+_BUILT_PARTS = ("images", "left_index", "right_index")
+_MEMBERS = (
+    "key",
+    *(f"{name}_source{suffix}" for name in _SOURCE_SIZES for suffix in ("", "_labels")),
+    *(f"{split}_{part}" for split in SPLITS for part in _BUILT_PARTS),
+)
+"""The arrays of a cache file besides its checksum: the key, the MNIST sources, the splits."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,7 @@ def _read_split_bytes(split_dir: Path) -> dict[str, bytes]:
     files = _split_files(split_dir)
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingError(
             f"original Multi-MNIST right-index files not found: {', '.join(missing)}. "
             f"Set SMTO_DATA (or data_dir) to a directory holding {SPLIT_SUBDIR}/, pass "
             f"split_dir, or use right_indices='seed'."
@@ -185,15 +194,15 @@ def parse_right_indices(raw: Mapping[str, bytes], split_dir: Path) -> dict[str, 
         tokens = raw[split].split()
         n = stop - start
         if len(tokens) < n:
-            raise ValueError(f"{path}: {len(tokens)} indices, at least {n} needed")
+            raise DataError(f"{path}: {len(tokens)} indices, at least {n} needed")
         try:
             values = np.array([int(t) for t in tokens[:n]], dtype=np.int64)
         except ValueError as exc:
-            raise ValueError(f"{path}: not a file of integers ({exc})") from exc
+            raise DataError(f"{path}: not a file of integers ({exc})") from exc
         bad = np.flatnonzero((values < start) | (values >= stop))
         if bad.size:
             line = int(bad[0])
-            raise ValueError(
+            raise DataError(
                 f"{path}: line {line + 1} holds {int(values[line])}, outside the {split} "
                 f"range [{start}, {stop}); {bad.size} values out of range"
             )
@@ -208,7 +217,7 @@ def build_arrays(
     images = {"train": source.train_images, "test": source.test_images}
     for name, size in _SOURCE_SIZES.items():
         if len(images[name]) != size:
-            raise ValueError(
+            raise DataError(
                 f"Multi-MNIST needs the full MNIST-{name} set ({size} images), "
                 f"got {len(images[name])}"
             )
@@ -237,7 +246,26 @@ def _cache_key(mode: str, seed: int | None, split_hash: str | None) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _save_cache(path: Path, key: str, source: mnist_mod.MNIST, built: dict) -> None:
+def _content_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over each array's name, dtype, shape and bytes, in name order.
+
+    Stored in the cache and verified on load: the zip CRC-32 only catches damage, while this
+    also catches arrays altered after the file was written (shifted labels, edited images).
+    About 0.07 s for the 111 MB cache of the full set.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = arrays[name]
+        header = json.dumps([name, array.dtype.str, list(array.shape)])
+        digest.update(header.encode() + b"\0")
+        digest.update(np.ascontiguousarray(array))
+    return digest.hexdigest()
+
+
+def _cache_members(
+    key: str, source: mnist_mod.MNIST, built: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """The arrays stored in a cache file, by member name (without the checksum)."""
     arrays = {
         "key": np.array(key),
         "train_source": source.train_images,
@@ -248,6 +276,12 @@ def _save_cache(path: Path, key: str, source: mnist_mod.MNIST, built: dict) -> N
     for split, parts in built.items():
         for name, value in parts.items():
             arrays[f"{split}_{name}"] = value
+    return arrays
+
+
+def _save_cache(path: Path, key: str, source: mnist_mod.MNIST, built: dict) -> None:
+    arrays = _cache_members(key, source, built)
+    arrays["checksum"] = np.array(_content_checksum(arrays))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -259,51 +293,73 @@ def _save_cache(path: Path, key: str, source: mnist_mod.MNIST, built: dict) -> N
         Path(tmp_name).unlink(missing_ok=True)
 
 
-def _load_cache(path: Path, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
-    """The cached arrays, or None when absent, unreadable or inconsistent.
+def _check_array(name: str, array: np.ndarray, shape: tuple[int, ...], dtype: type) -> None:
+    if array.shape != shape or array.dtype != dtype:
+        raise DataError(
+            f"{name} is {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}"
+        )
 
-    The zip members' CRC-32 is verified as they are read, so a flipped byte is an error;
-    shapes, dtypes, the stored key and index ranges are checked as well.
+
+def _check_members(arrays: Mapping[str, np.ndarray]) -> None:
+    """Shapes, dtypes and value ranges of the cached arrays (a forged checksum aside)."""
+    for name, size in _SOURCE_SIZES.items():
+        _check_array(f"{name}_source", arrays[f"{name}_source"], (size, DIGIT, DIGIT), np.uint8)
+        labels = arrays[f"{name}_source_labels"]
+        _check_array(f"{name}_source_labels", labels, (size,), np.int64)
+        if labels.min() < 0 or labels.max() > 9:
+            raise DataError(f"{name}_source_labels outside 0..9")
+    for split, (_, start, stop) in SPLITS.items():
+        n = stop - start
+        _check_array(f"{split}_images", arrays[f"{split}_images"], (n, OUT, OUT), np.uint8)
+        for part in ("left_index", "right_index"):
+            idx = arrays[f"{split}_{part}"]
+            _check_array(f"{split}_{part}", idx, (n,), np.int64)
+            if idx.min() < start or idx.max() >= stop:
+                raise DataError(f"{split}_{part} outside [{start}, {stop})")
+
+
+def _read_cache(path: Path, key: str) -> dict[str, np.ndarray]:
+    """The verified arrays of a cache file; DataError says why one is not to be used.
+
+    The zip members' CRC-32 is verified as they are read (a flipped byte is an error), then
+    the stored key, the content checksum and the arrays' shapes, dtypes and ranges.
     """
+    with np.load(path, allow_pickle=False) as z:
+        if str(z["key"]) != key:
+            raise DataError("its key is not the key of the requested set")
+        if "checksum" not in z.files:
+            raise DataError("it has no content checksum (written by an older smto)")
+        stored = str(z["checksum"])
+        arrays = {name: z[name] for name in _MEMBERS}
+    if _content_checksum(arrays) != stored:
+        raise DataError(
+            "its content checksum does not match its arrays (altered after it was written)"
+        )
+    _check_members(arrays)
+    return arrays
+
+
+def _load_cache(path: Path, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The cached sources and built splits, or None (with a warning naming the file and why)
+    when the file is absent, unreadable, of another format or fails verification."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                raise ValueError("cache key mismatch")
-            sources = {name: z[f"{name}_source"] for name in _SOURCE_SIZES}
-            labels = {name: z[f"{name}_source_labels"] for name in _SOURCE_SIZES}
-            built = {
-                split: {
-                    part: z[f"{split}_{part}"] for part in ("images", "left_index", "right_index")
-                }
-                for split in SPLITS
-            }
-        for name, size in _SOURCE_SIZES.items():
-            if sources[name].shape != (size, DIGIT, DIGIT) or sources[name].dtype != np.uint8:
-                raise ValueError(f"bad {name} source array")
-            if labels[name].shape != (size,) or labels[name].dtype != np.int64:
-                raise ValueError(f"bad {name} labels")
-        for split, (_, start, stop) in SPLITS.items():
-            n = stop - start
-            parts = built[split]
-            if parts["images"].shape != (n, OUT, OUT) or parts["images"].dtype != np.uint8:
-                raise ValueError(f"bad {split} images")
-            for part in ("left_index", "right_index"):
-                idx = parts[part]
-                if idx.shape != (n,) or idx.dtype != np.int64:
-                    raise ValueError(f"bad {split} {part}")
-                if idx.min() < start or idx.max() >= stop:
-                    raise ValueError(f"{split} {part} out of range")
+        arrays = _read_cache(path, key)
     except Exception as exc:
+        reason = (
+            str(exc) if isinstance(exc, DataError) else f"unreadable ({type(exc).__name__}: {exc})"
+        )
         warnings.warn(
-            f"ignoring unreadable Multi-MNIST cache {path} ({type(exc).__name__}: {exc}); "
-            f"rebuilding it",
+            f"ignoring Multi-MNIST cache {path}: {reason}; rebuilding it",
             RuntimeWarning,
             stacklevel=3,
         )
         return None
-    return {**sources, **{f"{k}_labels": v for k, v in labels.items()}}, built
+    sources = {name: arrays[f"{name}_source"] for name in _SOURCE_SIZES}
+    labels = {f"{name}_labels": arrays[f"{name}_source_labels"] for name in _SOURCE_SIZES}
+    built = {split: {part: arrays[f"{split}_{part}"] for part in _BUILT_PARTS} for split in SPLITS}
+    return {**sources, **labels}, built
 
 
 def _to_splits(
@@ -349,11 +405,12 @@ def load_multi_mnist(
     ``right_indices="seed"`` draws right digits with ``seed``; ``"original"`` reads the
     study's files from ``split_dir`` (default ``<data dir>/seed_splits/multi_mnist``).
     The built set is cached in ``cache_dir`` (default ``paths.cache_dir``) under a key of
-    the mode, the seed, the split files' SHA-256, the MNIST checksums and a format version;
-    a cache file that fails to load or validate is rebuilt.
+    the mode, the seed, the split files' SHA-256, the MNIST checksums and a format version,
+    with a SHA-256 of its arrays; a cache file that fails to load, lacks that checksum or
+    does not match it is rebuilt, with a warning naming it.
     """
     if right_indices not in ("seed", "original"):
-        raise ValueError(f"right_indices must be 'seed' or 'original', got {right_indices!r}")
+        raise ConfigError(f"right_indices must be 'seed' or 'original', got {right_indices!r}")
     base = paths.data_dir(data_dir)
     sdir = Path(split_dir).expanduser() if split_dir is not None else base / SPLIT_SUBDIR
     split_raw: dict[str, bytes] | None = None

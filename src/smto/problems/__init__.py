@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
+from smto.errors import ConfigError
 from smto.problems.base import SPLITS, Batch, Meter, Metric, Problem, parse_tasks
 from smto.problems.multi_mnist import MultiMNIST
 from smto.problems.toy import ToyRegression
@@ -17,9 +17,7 @@ PROBLEMS: dict[str, type[Problem]] = {
 
 def problem_options(name: str) -> dict[str, Any]:
     """The options of problem ``name`` (constructor arguments besides ``tasks``) with defaults."""
-    cls = problem_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    return {k: p.default for k, p in params.items() if k not in ("self", "tasks")}
+    return problem_class(name).option_defaults()
 
 
 def problem_class(name: str) -> type[Problem]:
@@ -27,19 +25,17 @@ def problem_class(name: str) -> type[Problem]:
     try:
         return PROBLEMS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown problem {name!r}; valid problems: {', '.join(sorted(PROBLEMS))}"
         ) from None
 
 
 def create_problem(name: str, tasks: Any, **options: Any) -> Problem:
-    """Builds problem ``name`` over ``tasks`` (e.g. "CL_RR"); unknown options are an error."""
-    valid = problem_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        listing = ", ".join(f"{k}={v!r}" for k, v in valid.items())
-        raise ValueError(f"unknown option(s) {unknown} for problem {name!r}; valid: {listing}")
-    return problem_class(name)(tasks, **options)
+    """Builds problem ``name`` over ``tasks`` (e.g. "CL_RR"); an unknown option or an invalid
+    value is a ConfigError raised before any data is loaded."""
+    cls = problem_class(name)
+    cls.check_options(**options)
+    return cls(tasks, **options)
 
 
 __all__ = [

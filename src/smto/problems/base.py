@@ -7,14 +7,17 @@ selected by name; single-task training is the same problem with one task.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from smto.errors import ConfigError
 from smto.models.base import SharedEncoderModel
 
 SPLITS = ("train", "val", "test")
@@ -63,14 +66,14 @@ class Problem(ABC):
     def __init__(self, tasks: Sequence[str] | str) -> None:
         names = parse_tasks(tasks)
         unknown = [t for t in names if t not in self.all_tasks]
-        if unknown or not names:
-            raise ValueError(
-                f"unknown task(s) {unknown or names} for problem {self.name!r}; valid tasks: "
+        if unknown:
+            raise ConfigError(
+                f"unknown task(s) {unknown} for problem {self.name!r}; valid tasks: "
                 f"{', '.join(self.all_tasks)} (several joined by '_', e.g. "
                 f"{'_'.join(self.all_tasks[:2])})"
             )
         if len(set(names)) != len(names):
-            raise ValueError(f"tasks must be distinct, got {names}")
+            raise ConfigError(f"tasks must be distinct, got {names}")
         self.tasks: tuple[str, ...] = tuple(names)
 
     @property
@@ -108,21 +111,70 @@ class Problem(ABC):
     def new_meter(self) -> Meter:
         """An empty accumulator of this problem's metrics."""
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The options (constructor arguments besides ``tasks``) with their defaults."""
+        params = inspect.signature(cls.__init__).parameters
+        return {k: p.default for k, p in params.items() if k not in ("self", "tasks")}
+
+    @classmethod
+    def options_with_defaults(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` over the defaults; ConfigError for an option the problem lacks."""
+        defaults = cls.option_defaults()
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            listing = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
+            raise ConfigError(
+                f"unknown option(s) {unknown} for problem {cls.name!r}; valid: {listing}"
+            )
+        return {**defaults, **options}
+
+    @classmethod
+    @abstractmethod
+    def check_options(cls, **options: Any) -> None:
+        """Raises ConfigError for an invalid option value (constructor arguments besides
+        ``tasks``; those not given keep their defaults), without loading any data. The
+        constructor calls it first; a caller may call it to fail before a run starts."""
+
     def loss_types(self) -> tuple[str, ...]:
         """Each task's loss kind ("classification", "mse", "l1"), for methods such as UW."""
         raise NotImplementedError(f"{self.name} does not declare its loss types")
 
 
 def parse_tasks(tasks: Sequence[str] | str) -> list[str]:
-    """ "CL_RR" or ["CL", "RR"] -> ["CL", "RR"]."""
+    """ "CL_RR" or ["CL", "RR"] -> ["CL", "RR"]; ConfigError for anything else or no task."""
     if isinstance(tasks, str):
-        return [t for t in tasks.split("_") if t] if "_" in tasks else [tasks]
-    return list(tasks)
+        names = [t for t in tasks.split("_") if t]
+    elif isinstance(tasks, (list, tuple)) and all(isinstance(t, str) and t for t in tasks):
+        names = list(tasks)
+    else:
+        raise ConfigError(
+            f"tasks must be task names joined by '_' (e.g. 'CL_RR') or a list of names, "
+            f"got {tasks!r}"
+        )
+    if not names:
+        raise ConfigError(f"no task given (tasks={tasks!r}); name one or more, e.g. 'CL_RR'")
+    return names
+
+
+def check_split_counts(name: str, values: Any, allow_none: bool = False) -> None:
+    """Raises ConfigError unless ``values`` is one positive integer per split (or None, where
+    allowed): negative counts (slicing from the end), zero (an empty split), floats, bools
+    and strings would otherwise be accepted silently."""
+    each = "a positive integer or None" if allow_none else "a positive integer"
+    expected = f"{name}=({', '.join(SPLITS)}), each {each}"
+    if not isinstance(values, (list, tuple)) or len(values) != len(SPLITS):
+        raise ConfigError(f"{expected}; got {values!r}")
+    for split, value in zip(SPLITS, values):
+        if value is None and allow_none:
+            continue
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ConfigError(f"{expected}; got {values!r} ({split} = {value!r})")
 
 
 def index_batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
     """Index tensors of consecutive batches over ``n`` samples (a permutation if shuffled)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     yield from torch.split(order, batch_size)

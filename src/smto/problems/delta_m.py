@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from smto.errors import ConfigError
 from smto.problems.base import Metric
 
 Values = Mapping[str, Mapping[str, float]]
@@ -29,12 +30,12 @@ def delta_m(values: Values, reference: Values, metrics: Mapping[str, tuple[Metri
                 ref = reference[task][metric.name]
                 value = values[task][metric.name]
             except KeyError as error:
-                raise ValueError(
+                raise ConfigError(
                     f"Delta_m needs {task}/{metric.name} in both the values and the single-task "
                     f"reference; missing {error}"
                 ) from None
             if ref == 0:
-                raise ValueError(f"the single-task reference of {task}/{metric.name} is 0")
+                raise ConfigError(f"the single-task reference of {task}/{metric.name} is 0")
             sign = 1.0 if metric.higher_is_better else -1.0
             gains.append(sign * (value - ref) / ref)
         per_task.append(sum(gains) / len(gains))

@@ -9,19 +9,31 @@ RL_RR.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from numbers import Integral
 from os import PathLike
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional
 
+from smto.errors import ConfigError
 from smto.models.base import SharedEncoderModel
 from smto.models.lenet import multi_lenet
-from smto.problems.base import SPLITS, Batch, Meter, Metric, Problem, index_batches
+from smto.problems.base import (
+    SPLITS,
+    Batch,
+    Meter,
+    Metric,
+    Problem,
+    check_split_counts,
+    index_batches,
+)
 
 CLASSIFICATION = ("CL", "CR")
 ACCURACY = Metric("accuracy", higher_is_better=True)
 MSE = Metric("mse", higher_is_better=False)
+RIGHT_INDICES = ("seed", "original")
 
 
 class MultiMNIST(Problem):
@@ -33,10 +45,13 @@ class MultiMNIST(Problem):
             the ``SMTO_DATA`` environment variable, else the user cache (downloading).
         right_indices: "seed" (right digits drawn with ``seed``) or "original" (the main
             study's index files, from ``split_dir`` or ``<data_dir>/seed_splits/multi_mnist``).
-        seed: the seed of the right-digit draw.
-        split_dir: the directory of the original index files.
-        limits: at most this many samples of each split (train, val, test), for quick runs.
+        seed: the seed of the right-digit draw (an integer >= 0; only with "seed").
+        split_dir: the directory of the original index files (only with "original").
+        limits: ``(train, val, test)``, at most this many samples of each split (a positive
+            integer, or None for the whole split), for quick runs.
         download: fetch missing MNIST files from the public mirrors.
+
+    Every option is checked (:meth:`check_options`) before any data is loaded.
     """
 
     name = "multi_mnist"
@@ -53,10 +68,16 @@ class MultiMNIST(Problem):
         download: bool = True,
     ) -> None:
         super().__init__(tasks)
+        self.check_options(
+            data_dir=data_dir,
+            right_indices=right_indices,
+            seed=seed,
+            split_dir=split_dir,
+            limits=limits,
+            download=download,
+        )
         from smto.data.multi_mnist import load_multi_mnist, normalize
 
-        if len(limits) != len(SPLITS):
-            raise ValueError(f"limits must give one value per split {SPLITS}, got {limits}")
         splits = load_multi_mnist(
             data_dir=data_dir,
             right_indices=right_indices,
@@ -68,7 +89,7 @@ class MultiMNIST(Problem):
         self._targets: dict[str, dict[str, Tensor]] = {}
         for split, limit in zip(SPLITS, limits):
             data = splits[split]
-            n = len(data.images) if limit is None else min(int(limit), len(data.images))
+            n = len(data.images) if limit is None else min(limit, len(data.images))
             self._inputs[split] = normalize(data.images[:n]).unsqueeze(1)
             source = {
                 "CL": data.left_labels,
@@ -80,6 +101,31 @@ class MultiMNIST(Problem):
                 t: source[t][:n] if t in CLASSIFICATION else normalize(source[t][:n])
                 for t in self.tasks
             }
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        values = cls.options_with_defaults(options)
+        mode, seed = values["right_indices"], values["seed"]
+        if mode not in RIGHT_INDICES:
+            raise ConfigError(f"right_indices must be 'seed' or 'original', got {mode!r}")
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        if mode == "original" and seed != 0:
+            raise ConfigError(
+                f"seed={seed!r} has no effect with right_indices='original' (the study's files "
+                "fix the right digits); drop it, or use right_indices='seed'"
+            )
+        if mode == "seed" and values["split_dir"] is not None:
+            raise ConfigError(
+                "split_dir is read only with right_indices='original'; drop it, or set "
+                "right_indices='original'"
+            )
+        for name in ("data_dir", "split_dir"):
+            if values[name] is not None and not isinstance(values[name], (str, PathLike)):
+                raise ConfigError(f"{name} must be a path, got {values[name]!r}")
+        if not isinstance(values["download"], bool):
+            raise ConfigError(f"download must be True or False, got {values['download']!r}")
+        check_split_counts("limits", values["limits"], allow_none=True)
 
     def split_size(self, split: str) -> int:
         return len(self._inputs[split])

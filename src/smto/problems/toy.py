@@ -8,12 +8,23 @@ is where multi-task methods differ. Used by ``smto demo`` and by the engine's te
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from numbers import Integral
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from smto.errors import ConfigError
 from smto.models.base import SharedEncoderModel
-from smto.problems.base import SPLITS, Batch, Meter, Metric, Problem, index_batches
+from smto.problems.base import (
+    SPLITS,
+    Batch,
+    Meter,
+    Metric,
+    Problem,
+    check_split_counts,
+    index_batches,
+)
 
 MSE = Metric("mse", higher_is_better=False)
 
@@ -46,12 +57,19 @@ class ToyRegression(Problem):
         seed: int = 1,
     ) -> None:
         super().__init__(tasks)
-        if len(sizes) != len(SPLITS) or any(int(n) < 1 for n in sizes):
-            raise ValueError(f"sizes must give a positive size per split {SPLITS}, got {sizes}")
+        self.check_options(sizes=sizes, seed=seed)
         self._data = {
             split: toy_data(int(n), seed + i) for i, (split, n) in enumerate(zip(SPLITS, sizes))
         }
         self._columns = [self.all_tasks.index(t) for t in self.tasks]
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        values = cls.options_with_defaults(options)
+        check_split_counts("sizes", values["sizes"])
+        seed = values["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
 
     def split_size(self, split: str) -> int:
         return len(self._data[split][0])
