@@ -125,7 +125,7 @@ def create(
     except ConfigError:
         raise
     except ValueError as error:
-        raise ConfigError(f"method {method_spec.name!r}: {error}") from error
+        raise ConfigError(str(error)) from error
     method.display_name = method_spec.display_name  # variants: "MGDA-UB", "RLW-Dirichlet"
     return method
 

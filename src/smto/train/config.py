@@ -100,6 +100,7 @@ class RunConfig:
             )
         if "data_dir" in self.problem_options:
             raise ConfigError("data_dir is not part of a run's configuration: pass it to train()")
+        cls.check_options(**self.problem_options)
         bad_tasks = [t for t in parse_tasks(self.tasks) if t not in cls.all_tasks]
         if bad_tasks:
             raise ConfigError(
