@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Callable
@@ -100,3 +101,44 @@ def test_checksum_covers_names_dtypes_shapes_and_bytes():
     ]
     digests = {mm._content_checksum(v) for v in variants}
     assert len(digests) == len(variants) and same not in digests
+
+
+def test_a_cache_directory_that_cannot_be_made_is_a_clear_error(tmp_path, monkeypatch):
+    from smto.data import paths
+    from smto.errors import ConfigError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(paths.CACHE_ENV, str(blocker / "cache"))
+    with pytest.raises(ConfigError, match=r"cannot create the cache directory .*a-file/cache"):
+        paths.cache_dir()
+
+
+class _Killed(BaseException):
+    """A kill at the cache's rename: nothing after it runs."""
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-rename", "after-rename"])
+def test_a_kill_at_the_cache_write_leaves_a_usable_cache(
+    tmp_path, monkeypatch, counted_source, fake_source, after
+):
+    real = os.replace
+
+    def killing(src, dst):
+        if str(dst).endswith(".npz"):
+            if after:
+                real(src, dst)
+            raise _Killed
+        return real(src, dst)
+
+    monkeypatch.setattr(mm.os, "replace", killing)
+    with pytest.raises(_Killed):
+        load_multi_mnist(tmp_path, seed=5, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(mm.os, "replace", real)
+    leftovers = [p.name for p in (tmp_path / "cache" / "multi_mnist").iterdir()]
+    assert all(name.endswith(".npz") for name in leftovers), leftovers  # no partial file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        splits = load_multi_mnist(tmp_path, seed=5, cache_dir=tmp_path / "cache")
+    assert counted_source["build"] == (1 if after else 2)  # a complete cache is used
+    assert_correct(splits, fake_source)

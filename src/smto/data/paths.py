@@ -17,6 +17,8 @@ import os
 import stat
 from pathlib import Path
 
+from smto.errors import ConfigError
+
 DATA_ENV = "SMTO_DATA"
 CACHE_ENV = "SMTO_CACHE"
 
@@ -76,7 +78,8 @@ def cache_dir(
     Order: ``explicit``, else ``$SMTO_CACHE``, else ``<data_dir(data)>/cache`` when that is
     writable, else ``user_cache_root()/cache``. The fallback keeps derived files out of a
     read-only shared data directory. An explicit or ``SMTO_CACHE`` directory that cannot be
-    created raises ``OSError`` (a user's own choice is never silently replaced).
+    created is a :class:`smto.errors.ConfigError` naming it (a user's own choice is never
+    silently replaced).
     """
     if explicit is not None and str(explicit) != "":
         chosen = Path(explicit).expanduser()
@@ -87,7 +90,13 @@ def cache_dir(
         if is_writable_dir(beside_data):
             return beside_data
         chosen = user_cache_root() / "cache"
-    chosen.mkdir(parents=True, exist_ok=True)
+    try:
+        chosen.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot create the cache directory {chosen} ({error.strerror or error}): name a "
+            f"writable one with {CACHE_ENV} or the cache option"
+        ) from None
     return chosen
 
 
