@@ -1,4 +1,8 @@
-"""Fixtures of the dataset tests: isolated cache directories and an in-memory MNIST."""
+"""Fixtures of the dataset tests: isolated cache directories and an in-memory MNIST.
+
+(tests/data is a package, so that this conftest does not shadow the root one, which other
+tests import as ``conftest``.)
+"""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from idx_files import flip_byte, idx_bytes, md5_file, write_idx
 
+from data.idx_files import flip_byte, idx_bytes, md5_file, write_idx
 from smto.data import mnist as mnist_mod
 from smto.data import paths
 from smto.data.mnist import (

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from idx_files import flip_byte
 
+from data.idx_files import flip_byte
 from smto.data import mnist as mnist_mod
 from smto.data import multi_mnist as mm
 from smto.data.multi_mnist import compose, load_multi_mnist, normalize

@@ -1,0 +1,1 @@
+"""The dataset tests (a package: see conftest.py)."""
