@@ -64,12 +64,13 @@ def sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'runs' / 'sweeps.db'}"
 
 
-def start_worker(url: str, name: str, log: Path) -> subprocess.Popen:
-    """``smto sweep work`` on one sweep, in a new process, with short heartbeats."""
+def start_worker(url: str, name: str, log: Path, root: Path | None = None) -> subprocess.Popen:
+    """``smto sweep work`` on one sweep, in a new process, with short heartbeats (its run
+    root ``root``, by default the SQLite storage's directory)."""
     command = [
         sys.executable, "-m", "smto.cli", "sweep", "work", "--storage", url, "--sweep", name,
         "--heartbeat", str(FAST["heartbeat"]), "--grace", str(FAST["grace"]),
-        "--poll", str(FAST["poll"]),
+        "--poll", str(FAST["poll"]), *(["--root", str(root)] if root else []),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as handle:

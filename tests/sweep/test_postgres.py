@@ -40,7 +40,10 @@ def test_two_workers_on_postgresql_run_every_configuration_and_seed_once(tmp_pat
     study = SweepStudy.create(storage, load_sweep(path), None)
     try:
         study.advance(settings.grace_period)
-        workers = [start_worker(URL, name, tmp_path / f"worker{i}.log") for i in range(2)]
+        workers = [
+            start_worker(URL, name, tmp_path / f"worker{i}.log", tmp_path / "runs")
+            for i in range(2)
+        ]
         wait_all(workers)
         assert_exactly_once(storage, study, tmp_path / "runs")
     finally:
@@ -68,7 +71,10 @@ def test_two_workers_on_postgresql_share_a_tpe_budget(tmp_path):
     storage = settings.open(URL)
     study = SweepStudy.create(storage, load_sweep(path), None)
     try:
-        workers = [start_worker(URL, name, tmp_path / f"worker{i}.log") for i in range(2)]
+        workers = [
+            start_worker(URL, name, tmp_path / f"worker{i}.log", tmp_path / "runs")
+            for i in range(2)
+        ]
         wait_all(workers)
         (search,) = study.searches
         counts = tally(search.trials())

@@ -51,7 +51,7 @@ def test_duplicate_trials_of_a_slot_run_once(tmp_path):
     storage, study = planned_study(toy_sweep(tmp_path, "dupes"))
     # A second planner that did not see the first one's trials: every slot twice. The copies
     # are retired once their slot has a result.
-    enqueue_missing(storage, study.study_id, study.stage1, {}, study.sweep.root, 2)
+    enqueue_missing(storage, study.study_id, study.stage1, {}, 2)
     assert work(sqlite_url(tmp_path), ["dupes"], SETTINGS, echo=lambda line: None) == 4
     for slot, trials in trials_by_slot(storage, "dupes").items():
         assert states(trials) == ["COMPLETE", "PRUNED"], slot
@@ -63,7 +63,7 @@ def test_a_claimed_duplicate_is_not_run_while_its_slot_has_an_older_live_trial(t
     storage, study = planned_study(
         toy_sweep(tmp_path, "owner", grid={"lr": [0.001]}, seeds={"runs": 1})
     )
-    enqueue_missing(storage, study.study_id, study.stage1, {}, study.sweep.root, 2)
+    enqueue_missing(storage, study.study_id, study.stage1, {}, 2)
     held = claim(storage, study.study_id)  # another worker holds the original
     assert held is not None and held.number == 0
     worker = Worker(storage, SETTINGS)
@@ -72,7 +72,7 @@ def test_a_claimed_duplicate_is_not_run_while_its_slot_has_an_older_live_trial(t
     assert states(trials) == ["RUNNING", "PRUNED"]
     assert trials[1].user_attrs["duplicate_of"] == 0
     assert not (tmp_path / "runs" / study.stage1[0].key).exists()
-    assert execute(storage, study.study_id, held, 1, worker.problems) == "completed"
+    assert execute(storage, study.study_id, held, study.run_root, 1, worker.problems) == "completed"
     assert states(trials_by_slot(storage, "owner")[study.stage1[0].key]) == ["COMPLETE", "PRUNED"]
 
 
@@ -84,9 +84,7 @@ def test_a_claim_whose_worker_died_before_its_first_heartbeat_is_retried(tmp_pat
     storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING)
     study.advance(SETTINGS.grace_period)  # just claimed: left alone
     assert states(trials_by_slot(storage, "unattended")[slot.key]) == ["RUNNING"]
-    old = optuna.trial.create_trial(
-        state=optuna.trial.TrialState.RUNNING, user_attrs=slot.attrs(study.sweep.root)
-    )
+    old = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs=slot.attrs())
     old.datetime_start = datetime.now() - timedelta(hours=1)
     storage.create_new_trial(study.study_id, template_trial=old)
     study.advance(SETTINGS.grace_period)

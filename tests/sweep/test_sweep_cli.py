@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from sweep_helpers import toy_sweep
+from sweep_helpers import sqlite_url, toy_sweep
 
 from smto.cli import main
+from smto.sweep.storage import open_storage
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 FAST = ["--heartbeat", "1", "--grace", "3", "--poll", "0.1"]
@@ -35,8 +36,20 @@ def test_run_then_status_report_the_budget_per_method(tmp_path, capsys):
 
 def test_status_of_a_sweep_not_started(tmp_path, capsys):
     path = toy_sweep(tmp_path, "later")
+    open_storage(sqlite_url(tmp_path))  # a storage holding other sweeps, or none yet
     assert main(["sweep", "status", str(path)]) == 0
     assert "sweep later: not started in this storage" in capsys.readouterr().out
+
+
+def test_status_never_creates_a_storage(tmp_path, capsys):
+    path = toy_sweep(tmp_path, "typo")
+    missing = tmp_path / "runs" / "sweeps.db"
+    assert main(["sweep", "status", str(path)]) == 2
+    assert f"smto: error: no sweep storage at {missing}" in capsys.readouterr().err
+    typo = tmp_path / "elsewhere" / "sweep.db"
+    assert main(["sweep", "status", "--storage", f"sqlite:///{typo}"]) == 2
+    assert f"no sweep storage at {typo}" in capsys.readouterr().err
+    assert not missing.exists() and not typo.parent.exists()
 
 
 def test_check_validates_every_file_and_fails_on_any_error(tmp_path, capsys):

@@ -159,7 +159,10 @@ def test_racing_workers_never_run_more_than_the_budget(tmp_path, monkeypatch):
     late = search.trials()[1]
     assert late.state.name == "FAIL" and "over budget" in late.user_attrs["retired"]
     assert (tally(search.trials()).running, tally(search.trials()).failed) == (1, 0)
-    assert search.run(held, 1, 0.1, Worker(storage, SETTINGS).problems) == "completed"
+    assert (
+        search.run(held, Path(sweep.root), 1, 0.1, Worker(storage, SETTINGS).problems)
+        == "completed"
+    )
     assert search.settled() and study.finished(study.advance(SETTINGS.grace_period))
 
 
@@ -169,11 +172,11 @@ def test_a_repeated_configuration_takes_the_earlier_outcome_without_training(tmp
     (search,) = SweepStudy.create(storage, sweep, None).searches
     problems = Worker(storage, SETTINGS).problems
     first = search.ask()
-    assert search.run(first, 1, 0.1, problems) == "completed"
+    assert search.run(first, Path(sweep.root), 1, 0.1, problems) == "completed"
     optuna.load_study(study_name=search.name, storage=storage).enqueue_trial(first.params)
     repeat = search.ask()  # the suggestion again (forced: TPE may or may not repeat one)
     assert repeat.params == first.params
-    assert search.run(repeat, 1, 0.1, problems) == "completed"
+    assert search.run(repeat, Path(sweep.root), 1, 0.1, problems) == "completed"
     one, two = search.trials()
     assert two.user_attrs["copy_of"] == one.number and "progress" not in two.user_attrs
     assert (two.value, two.intermediate_values) == (one.value, one.intermediate_values)
@@ -191,7 +194,10 @@ def test_a_dead_workers_trial_is_failed_and_does_not_count(tmp_path):
     storage.create_new_trial(search.study_id, template_trial=orphan)
     trial = search.ask()
     assert trial is not None and search.ask() is None  # the orphan holds a place
-    assert search.run(trial, 1, 0.1, Worker(storage, SETTINGS).problems) == "completed"
+    assert (
+        search.run(trial, Path(sweep.root), 1, 0.1, Worker(storage, SETTINGS).problems)
+        == "completed"
+    )
     study = run_sweep(
         tmp_path / "dead.toml", storage_url=sqlite_url(tmp_path), settings=SETTINGS, progress=False
     )

@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from smto.errors import ConfigError
+
+if TYPE_CHECKING:
+    from smto.sweep.spec import Sweep
+
+MAX_LISTED = 8
 
 DATA_HELP = "directory holding the datasets (default: the SMTO_DATA environment variable)"
 STORAGE_HELP = (
@@ -22,20 +30,56 @@ def _settings(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Exit status 1 when runs failed for good (listed on stderr with their reasons)."""
     from smto.sweep.budget import format_budget, sweep_budget
     from smto.sweep.driver import run_sweep
+    from smto.sweep.study import SweepStudy
 
     study = run_sweep(
         args.file, args.storage, args.root, _settings(args), progress=not args.no_progress
     )
     print(format_budget(sweep_budget(study)))
-    return 0
+    references = _references(study.sweep, args.root)
+    studies = [SweepStudy(study.storage, s.name, s.root) for s in references]
+    failed = 0
+    for each in [*studies, study]:
+        failures = each.failures(each.states())
+        failed += len(failures)
+        if failures:
+            print(_format_failures(each.name, failures), file=sys.stderr)
+    if failed:
+        print(
+            f"smto: {failed} run(s) failed for good (reasons above; `smto sweep status "
+            f"{args.file}` lists them again)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _references(sweep: Sweep, root: str | None) -> list[Sweep]:
+    """The reference sweeps ``sweep`` builds on (theirs first), as ``run`` loads them."""
+    from smto.sweep.spec import load_sweep
+
+    found = []
+    for path in sweep.reference_sweeps:
+        referenced = load_sweep(path, root)
+        found += [*_references(referenced, root), referenced]
+    return found
+
+
+def _format_failures(name: str, failures: dict[str, str]) -> str:
+    """The runs of sweep ``name`` that failed for good and why (the first few)."""
+    lines = [f"sweep {name}: {len(failures)} run(s) failed for good:"]
+    lines += [f"  {key}: {reason}" for key, reason in list(failures.items())[:MAX_LISTED]]
+    if len(failures) > MAX_LISTED:
+        lines.append(f"  ... and {len(failures) - MAX_LISTED} more")
+    return "\n".join(lines)
 
 
 def _cmd_work(args: argparse.Namespace) -> int:
     from smto.sweep.driver import work
 
-    ran = work(args.storage, args.sweep or (), _settings(args), args.idle_timeout)
+    ran = work(args.storage, args.sweep or (), _settings(args), args.idle_timeout, root=args.root)
     print(f"worker done: ran {ran} trial(s)")
     return 0
 
@@ -57,14 +101,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ]
         url = url or default_storage_url(sweep.root)
     if url is None:
-        raise ValueError("give a sweep FILE or --storage URL")
-    storage = open_storage(url)
+        raise ConfigError("give a sweep FILE or --storage URL")
+    storage = open_storage(url, create=False)
     available = sweep_names(storage)
     for name in names or available:
         if name not in available:
             print(f"sweep {name}: not started in this storage\n")
             continue
-        print(format_budget(sweep_budget(SweepStudy(storage, name))) + "\n")
+        study = SweepStudy(storage, name)
+        states = study.states()
+        print(format_budget(sweep_budget(study, states)))
+        failures = study.failures(states)
+        if failures:
+            print(_format_failures(name, failures))
+        print()
     return 0
 
 
@@ -155,8 +205,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run a sweep to the end: its reference sweeps, stage 1, stage 2",
         description="Plans the sweep (once; a re-run skips what is done), works on it until "
-        "both stages are finished, and prints the budget. Other machines can join with "
-        "`smto sweep work --storage URL`.",
+        "both stages are finished, and prints the budget; exits 1 when runs failed for good, "
+        "listing them with their reasons. Other machines can join with "
+        "`smto sweep work --storage URL --root DIR`.",
     )
     run.add_argument("file", metavar="FILE", help="the sweep file (TOML)")
     run.add_argument("--storage", help=STORAGE_HELP)
@@ -173,6 +224,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     work.add_argument("--storage", required=True, help="Optuna RDB storage URL")
     work.add_argument("--sweep", action="append", metavar="NAME", help="a sweep name, repeatable")
+    work.add_argument(
+        "--root",
+        help="run root directory, the same filesystem for every worker (default: the directory "
+        "of a SQLite storage; required for others)",
+    )
     work.add_argument(
         "--idle-timeout",
         type=float,

@@ -3,9 +3,12 @@ process working on it) and ``work`` (a worker of any number of sweeps in a share
 
 Many workers on many machines share one storage (PostgreSQL, or a SQLite file on one
 machine) and one run root on a filesystem they all see (a killed run resumes elsewhere from
-its checkpoint). Each loop advances the sweep (planning is idempotent), claims one waiting
-trial, and runs it if it owns its slot (smto.sweep.trials); with none waiting, it asks a TPE
-sweep's searches for a new trial while their budgets last (smto.sweep.search).
+its checkpoint). Each worker is given that root (its sweep file, ``--root``); it never takes
+it from the storage, which anyone who can write to it could point elsewhere.
+
+Each loop advances the sweep (planning is idempotent), claims one waiting trial, and runs it
+if it owns its slot (smto.sweep.trials); with none waiting, it asks a TPE sweep's searches
+for a new trial while their budgets last (smto.sweep.search).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smto._optional import require
+from smto.errors import ConfigError, RunStateError
 from smto.evaluation.reference import Reference, single_task_reference
 from smto.sweep.budget import sweep_budget
 from smto.sweep.execute import ProblemCache, execute
-from smto.sweep.spec import Sweep, load_sweep
-from smto.sweep.storage import default_storage_url, open_storage
+from smto.sweep.spec import Sweep, devices, load_sweep
+from smto.sweep.storage import default_storage_url, open_storage, sqlite_path
 from smto.sweep.study import SWEEP_ATTR, SweepStudy
 from smto.sweep.trials import SlotState, claim, mark_duplicate, owner
+from smto.train.config import check_device
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -56,10 +61,15 @@ class Worker:
         self.storage = storage
         self.settings = settings
         self.problems = ProblemCache(settings.data_dir)
+        self.checked: set[str] = set()
 
     def step(self, study: SweepStudy) -> str | None:
         """Runs one trial of ``study``, a waiting one or else a new one of a TPE search with
-        budget left: its outcome, or None when there is none."""
+        budget left: its outcome, or None when there is none. Before its first trial of a
+        sweep, checks that this machine has the sweep's devices."""
+        if study.name not in self.checked:
+            check_devices(study.sweep)
+            self.checked.add(study.name)
         outcome = self._queued(study)
         if outcome is not None:
             return outcome
@@ -67,7 +77,9 @@ class Worker:
         for search in study.searches:
             trial = search.ask()
             if trial is not None:
-                return search.run(trial, settings.heartbeat, settings.poll, self.problems)
+                return search.run(
+                    trial, study.run_root, settings.heartbeat, settings.poll, self.problems
+                )
         return None
 
     def _queued(self, study: SweepStudy) -> str | None:
@@ -81,12 +93,44 @@ class Worker:
                 continue
             if first == trial.number:
                 return execute(
-                    self.storage, study.study_id, trial, self.settings.heartbeat, self.problems
+                    self.storage,
+                    study.study_id,
+                    trial,
+                    study.run_root,
+                    self.settings.heartbeat,
+                    self.problems,
                 )
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(
                 study.study_id, trial.number
             )
             mark_duplicate(self.storage, trial_id, first)
+
+
+def check_devices(sweep: Sweep) -> None:
+    """A ConfigError unless this machine has every device the sweep trains on: one error
+    before any trial, instead of each trial failing."""
+    for device in devices(sweep):
+        try:
+            check_device(device, available=True)
+        except ConfigError as error:
+            raise ConfigError(
+                f"sweep {sweep.name!r}: {error} (run its workers where that device exists, or "
+                "change the sweep's device)"
+            ) from None
+
+
+def worker_root(storage_url: str, root: str | os.PathLike[str] | None) -> Path:
+    """A worker's run root: ``root``, else the directory of a SQLite storage (where the
+    default storage of a sweep lives, beside its runs)."""
+    if root is not None:
+        return Path(root).resolve()
+    path = sqlite_path(storage_url)
+    if path is None:
+        raise ConfigError(
+            "a worker of this storage needs --root: the run root (shared by all workers) its "
+            "runs go to"
+        )
+    return path.parent
 
 
 def run_sweep(
@@ -136,11 +180,12 @@ def resolve_reference(
         return None
     records = []
     for path in sweep.reference_sweeps:
-        name = load_sweep(path, root).name
-        study = SweepStudy(storage, name)
+        referenced = load_sweep(path, root)
+        name = referenced.name
+        study = SweepStudy(storage, name, referenced.root)
         states = study.states()
         if not study.finished(states):
-            raise RuntimeError(
+            raise RunStateError(
                 f"the reference sweep {name!r} is not finished: run `smto sweep run {path}`"
             )
         records += study.records(study.planned(), states)
@@ -160,11 +205,14 @@ def work(
     settings: WorkerSettings | None = None,
     idle_timeout: float | None = None,
     echo: Callable[[str], None] = print,
+    root: str | os.PathLike[str] | None = None,
 ) -> int:
     """Works on the sweeps ``names`` (default: every sweep in the storage) until all are
     finished, or nothing was claimable for ``idle_timeout`` seconds; waits for named sweeps
-    that do not exist yet. Returns how many trials this worker ran."""
+    that do not exist yet. Runs go under ``root`` (:func:`worker_root`). Returns how many
+    trials this worker ran."""
     settings = settings or WorkerSettings()
+    run_root = worker_root(storage_url, root)
     storage = settings.open(storage_url)
     worker = Worker(storage, settings)
     studies: dict[str, SweepStudy] = {}
@@ -178,7 +226,9 @@ def work(
         for name in wanted:
             if name in waiting_for:
                 continue
-            study = studies.setdefault(name, SweepStudy(storage, name))
+            if name not in studies:
+                studies[name] = _open_study(storage, name, run_root, echo)
+            study = studies[name]
             if not study.finished(study.advance(settings.grace_period)):
                 open_studies.append(study)
         outcome = None
@@ -197,6 +247,17 @@ def work(
             echo(f"nothing to claim for {idle_timeout:g} s: stopping")
             return ran
         time.sleep(settings.poll)
+
+
+def _open_study(
+    storage: RDBStorage, name: str, root: Path, echo: Callable[[str], None]
+) -> SweepStudy:
+    """The study ``name`` with this worker's run root; says so when it was planned with
+    another one (the stored root is only shown, never used)."""
+    study = SweepStudy(storage, name, root)
+    if Path(study.sweep.root) != root:
+        echo(f"{name}: planned with run root {study.sweep.root}; this worker's is {root}")
+    return study
 
 
 class _ProgressBar:

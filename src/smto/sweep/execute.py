@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smto.problems import Problem, create_problem, problem_options
@@ -88,11 +89,13 @@ def execute(
     storage: RDBStorage,
     study_id: int,
     trial: FrozenTrial,
+    root: Path,
     heartbeat_interval: int,
     problems: ProblemCache,
     pruning: Pruning | None = None,
 ) -> str:
-    """Runs the claimed ``trial`` and records its outcome; returns the slot's status
+    """Runs the claimed ``trial`` under ``root`` (this worker's run root, never one the
+    storage names) and records its outcome; returns the slot's status
     (completed, diverged, pruned, failed) or "lost" when another worker took the trial over.
     ``pruning`` reports each epoch to a TPE trial and may stop the run."""
     optuna = require_optuna()
@@ -106,7 +109,6 @@ def execute(
         )
         attrs = {"status": "failed", "reason": reason}
         return finish_trial(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
-    root = trial.user_attrs["root"]
 
     def on_epoch_end(record: RunRecord) -> None:
         progress = {"epochs": len(record.history), "seconds": record.seconds}

@@ -52,8 +52,10 @@ class Slot:
     settings: dict[str, Any]
     config: dict[str, Any]
 
-    def attrs(self, root: str) -> dict[str, Any]:
-        """The user attributes of the slot's trials (everything a worker needs)."""
+    def attrs(self) -> dict[str, Any]:
+        """The user attributes of the slot's trials (everything a worker needs but its run
+        root, which is the worker's own: anyone who can write to the storage could change
+        what it holds)."""
         return {
             "slot": self.key,
             "stage": self.stage,
@@ -62,7 +64,6 @@ class Slot:
             "seed": self.seed,
             "settings": self.settings,
             "config": self.config,
-            "root": root,
         }
 
     @classmethod

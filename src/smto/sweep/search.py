@@ -37,6 +37,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smto.sweep.execute import Heartbeat, ProblemCache, execute, finish_trial
@@ -45,7 +46,7 @@ from smto.sweep.pruning import Pruning
 from smto.sweep.space import distributions
 from smto.sweep.spec import Sweep, Tpe
 from smto.sweep.storage import require_optuna
-from smto.sweep.trials import SlotState, slot_states, worker_id
+from smto.sweep.trials import WORKER_DIED, SlotState, slot_states, worker_id
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -162,6 +163,19 @@ class Search:
         spent = counts.results >= self.settings.trials or self.gave_up(counts)
         return spent and counts.running == 0 and counts.waiting == 0
 
+    def failures(self) -> dict[str, str]:
+        """Why its trials failed, by run (or trial, for an invalid suggestion), once the
+        search gave up; nothing before, since it replaces a failed trial by another."""
+        trials = self.trials()
+        if not self.gave_up(tally(trials)):
+            return {}
+        failed = {}
+        for trial in trials:
+            if trial.state.name == "FAIL" and "retired" not in trial.user_attrs:
+                key = trial.user_attrs.get("slot", f"{self.name} trial {trial.number}")
+                failed[key] = trial.user_attrs.get("reason", WORKER_DIED)
+        return failed
+
     # -- working ----------------------------------------------------------------------------
 
     def ask(self) -> Trial | None:
@@ -192,10 +206,13 @@ class Search:
             return None
         return trial
 
-    def run(self, trial: Trial, heartbeat: int, poll: float, problems: ProblemCache) -> str:
-        """Runs the claimed ``trial``: its configuration's run, or the outcome of an earlier
-        trial of the same configuration. Returns completed, diverged, pruned, failed, or
-        "lost" (the trial was taken for dead). Ctrl-C puts the trial back in the queue."""
+    def run(
+        self, trial: Trial, root: Path, heartbeat: int, poll: float, problems: ProblemCache
+    ) -> str:
+        """Runs the claimed ``trial`` under the run root ``root``: its configuration's run, or
+        the outcome of an earlier trial of the same configuration. Returns completed,
+        diverged, pruned, failed, or "lost" (the trial was taken for dead). Ctrl-C puts the
+        trial back in the queue."""
         optuna = require_optuna()
         trial_id = self._trial_id(trial.number)
         try:
@@ -208,7 +225,7 @@ class Search:
                 failed = optuna.trial.TrialState.FAIL
                 return finish_trial(self.storage, trial_id, failed, attrs, None)
             (slot,) = slots([chosen], [self.sweep.first_seed], stage=1)
-            for key, value in slot.attrs(self.sweep.root).items():
+            for key, value in slot.attrs().items():
                 self.storage.set_trial_user_attr(trial_id, key, value)
             with Heartbeat(self.storage, trial_id, heartbeat):
                 earlier = self._earlier(trial.number, slot.key, poll)
@@ -222,7 +239,7 @@ class Search:
             return self._copy(trial_id, earlier)
         frozen = self.storage.get_trial(trial_id)
         pruning = Pruning(trial, chosen.config.epochs, frozen.intermediate_values)
-        return execute(self.storage, self.study_id, frozen, heartbeat, problems, pruning)
+        return execute(self.storage, self.study_id, frozen, root, heartbeat, problems, pruning)
 
     def _earlier(self, number: int, key: str, poll: float) -> Any:
         """The earlier trial of the same run once it finished; None when this trial is to

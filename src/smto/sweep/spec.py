@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from smto import registry
-from smto.errors import ConfigError
+from smto.errors import ConfigError, MissingError
 from smto.problems import parse_tasks, problem_class
 from smto.sweep import space
 from smto.sweep.space import Dimension, Range
@@ -79,6 +79,8 @@ SEED_KEYS = ("runs", "extra", "first")
 SAMPLERS = ("grid", "tpe")
 PRUNERS = ("median", "none")
 MAX_LISTED = 8
+NOT_IN_NAMES = ("/", "\\", "..", "\0")
+"""What a sweep's name may not hold: path separators (an absolute path too) and parent steps."""
 
 
 class SweepError(ConfigError):
@@ -131,6 +133,8 @@ class Sweep:
     retries: int = 2
     """How many times a failed run (an exception, or a worker that died) is tried again."""
     root: str = ""
+    """Where this process's runs go (the file's ``root``, or ``--root``); the copy stored with
+    a study is shown, never used to run (smto.sweep.study.SweepStudy)."""
     reference: str | None = None
     reference_sweeps: tuple[str, ...] = ()
     description: str = ""
@@ -199,7 +203,7 @@ def _load(path: Path, root: str | os.PathLike[str] | None, stack: tuple[Path, ..
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise FileNotFoundError(f"no sweep file at {path}") from None
+        raise MissingError(f"no sweep file at {path}") from None
     try:
         data = _toml_loads(text)
     except ValueError as error:
@@ -267,6 +271,14 @@ def point_settings(method: str, shared: dict[str, Any], own: dict[str, Any]) -> 
     return {**shared, **{f"{method}.{k}": v for k, v in own.items()}}
 
 
+def devices(sweep: Sweep) -> list[str]:
+    """The devices the sweep's runs train on: the swept ones, else the fixed one."""
+    swept = sweep.grid.get("device")
+    if isinstance(swept, list):
+        return list(dict.fromkeys(swept))
+    return [sweep.fixed.get("device", RunConfig.device)]
+
+
 def invalid_configurations(sweep: Sweep) -> list[str]:
     """One message per configuration whose RunConfig cannot be built."""
     messages = []
@@ -326,7 +338,7 @@ class _Checker:
         unknown = sorted(set(data) - set(TOP_LEVEL))
         if unknown:
             self.error(f"unknown key(s) {unknown}; valid keys: {', '.join(TOP_LEVEL)}")
-        name = self.string("name", default=self.source.stem)
+        name = self.sweep_name()
         problem = self.string("problem")
         known_problem = self.problem(problem)
         tasks = self.tasks(problem if known_problem else None)
@@ -381,6 +393,18 @@ class _Checker:
             self.error(f"{key}: must be a non-empty string, got {value!r}")
             return None
         return value
+
+    def sweep_name(self) -> str | None:
+        """The name, which names files under the run root and the storage's studies: a plain
+        name, so that nothing is written outside the root."""
+        name = self.string("name", default=self.source.stem)
+        if name is not None and any(part in name for part in NOT_IN_NAMES):
+            self.error(
+                f"name: {name!r} must be a plain name (no '/', '\\' or '..'), since it names "
+                "files under the run root"
+            )
+            return None
+        return name
 
     def description(self) -> str:
         value = self.data.get("description", "")

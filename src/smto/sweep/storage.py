@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smto._optional import require
+from smto.errors import ConfigError, DataError, MissingError, SmtoError
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 SQLITE_BUSY_TIMEOUT = 120.0
 """Seconds a SQLite transaction waits for the database lock before failing."""
 STORE_FILE = "sweeps.db"
+STORAGE_FORMS = "use sqlite:///path/to/sweeps.db or postgresql://user@host/database"
 
 
 def require_optuna() -> Any:
@@ -68,35 +70,90 @@ def storage_url(url: str) -> str:
     return url
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite storage URL; None for another database or an in-memory one."""
+    parsed = _parse(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return Path(database).resolve()
+
+
 def open_storage(
-    url: str, heartbeat_interval: int = 60, grace_period: int | None = None
+    url: str, heartbeat_interval: int = 60, grace_period: int | None = None, *, create: bool = True
 ) -> RDBStorage:
     """The RDB storage at ``url`` with heartbeats every ``heartbeat_interval`` seconds; a
     running trial whose heartbeat is older than ``grace_period`` (default twice the interval)
-    is stale (its worker is gone)."""
+    is stale (its worker is gone). ``create=False`` is for a look that must not change
+    anything (``smto sweep status``): a missing SQLite file is a MissingError, not a new
+    empty database. A URL SQLAlchemy cannot use is a ConfigError, and a database that is not
+    a readable Optuna storage a DataError, each naming the storage."""
     optuna = require_optuna()
+    from sqlalchemy.exc import SQLAlchemyError
+
     for name, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
     url = storage_url(url)
-    sqlite = url.startswith("sqlite")
+    path = sqlite_path(url)
+    sqlite = _parse(url).get_backend_name() == "sqlite"
     kwargs: dict[str, Any] = {}
     if sqlite:
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-        )
+    if path is not None and not path.is_file():
+        if not create:
+            raise MissingError(
+                f"no sweep storage at {path}: check the path (--storage, or the sweep's root), "
+                "or start the sweep with `smto sweep run`"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                skip_table_creation=not create,
+            )
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as error:
+        # RuntimeError: a schema of another Optuna version
+        raise _storage_error(url, path, error) from None
     if sqlite:
         _serialize_sqlite(storage)
     return storage
+
+
+def _parse(url: str) -> Any:
+    """The SQLAlchemy URL object of ``url``; a ConfigError for text that is not a URL."""
+    sqlalchemy = require("sqlalchemy", "sweep", "smto.sweep")
+    try:
+        return sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError(f"storage {url!r} is not a database URL; {STORAGE_FORMS}") from None
+
+
+def _storage_error(url: str, path: Path | None, error: Exception) -> SmtoError:
+    """What is wrong with a storage that failed to open, and what to do (the password of a
+    URL left out)."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    shown = str(path) if path is not None else _parse(url).render_as_string(hide_password=True)
+    if isinstance(error, ArgumentError):  # also NoSuchModuleError: an unknown dialect
+        return ConfigError(f"storage {shown!r} cannot be used: {error}; {STORAGE_FORMS}")
+    cause = error.__cause__ or error  # Optuna's StorageInternalError wraps SQLAlchemy's
+    reason = str(cause.orig if isinstance(cause, DBAPIError) else cause).splitlines()[0]
+    if path is not None:
+        return DataError(
+            f"{path} is not a readable sweep storage ({reason}): a corrupt file or not an "
+            "Optuna database; move it away to start its sweeps afresh, or give the right "
+            "--storage"
+        )
+    return ConfigError(
+        f"cannot open the storage {shown} ({reason}): check the URL (user, host, database) "
+        "and that the server is running and holds an Optuna storage"
+    )
 
 
 def _serialize_sqlite(storage: RDBStorage) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import smto
+from smto.errors import ConfigError, RunStateError
 from smto.evaluation.reference import Reference
 from smto.sweep.plan import Configuration, Slot, configurations, slots
 from smto.sweep.search import Search
@@ -23,6 +25,7 @@ from smto.sweep.stages import choose_stage2
 from smto.sweep.storage import require_optuna
 from smto.sweep.trials import (
     SETTLED,
+    WORKER_DIED,
     SlotState,
     drop_duplicates,
     enqueue_missing,
@@ -40,18 +43,25 @@ STAGE2_ATTR = "smto:stage2"
 
 
 class SweepStudy:
-    """An existing sweep study in ``storage``."""
+    """An existing sweep study in ``storage``. ``root`` is where this process reads and
+    writes the sweep's runs: its own configuration (the sweep file, ``--root``), never the
+    root stored with the sweep (``sweep.root``, for display), which anyone who can write to
+    a shared storage could point elsewhere. Without it the study is a read-only view
+    (``smto sweep status``) that cannot run trials or read runs."""
 
-    def __init__(self, storage: RDBStorage, name: str) -> None:
+    def __init__(
+        self, storage: RDBStorage, name: str, root: str | os.PathLike[str] | None = None
+    ) -> None:
         self.storage = storage
         self.name = name
+        self.root = None if root is None else Path(root).resolve()
         try:
             self.study_id = storage.get_study_id_from_name(name)
         except KeyError:
             raise KeyError(f"no sweep {name!r} in this storage") from None
         attrs = storage.get_study_user_attrs(self.study_id)
         if SWEEP_ATTR not in attrs:
-            raise ValueError(f"study {name!r} is not an smto sweep (no {SWEEP_ATTR} attribute)")
+            raise ConfigError(f"study {name!r} is not an smto sweep (no {SWEEP_ATTR} attribute)")
         self.sweep = Sweep.from_dict(attrs[SWEEP_ATTR])
         ref = attrs.get(REFERENCE_ATTR)
         self.reference = Reference(**ref) if ref else None
@@ -86,8 +96,15 @@ class SweepStudy:
             if key not in stored:
                 storage.set_study_user_attr(study_id, key, value)
             elif stored[key] != value:
-                raise ValueError(_difference(sweep.name, key, stored[key], value))
-        return cls(storage, sweep.name)
+                raise ConfigError(_difference(sweep.name, key, stored[key], value))
+        return cls(storage, sweep.name, sweep.root)
+
+    @property
+    def run_root(self) -> Path:
+        """This process's run root (an error for a read-only view)."""
+        if self.root is None:
+            raise RunStateError(f"sweep {self.name!r} was opened without a run root (read-only)")
+        return self.root
 
     # -- state ------------------------------------------------------------------------------
 
@@ -162,8 +179,8 @@ class SweepStudy:
         main = slot_states(self.storage, self.study_id)
         if drop_duplicates(self.storage, self.study_id, main):
             main = slot_states(self.storage, self.study_id)
-        root, retries = self.sweep.root, self.sweep.retries
-        added = enqueue_missing(self.storage, self.study_id, self._grid, main, root, retries)
+        retries = self.sweep.retries
+        added = enqueue_missing(self.storage, self.study_id, self._grid, main, retries)
         states = self._with_searches(main)
         if self.sweep.extra and not added and self.stage1_settled(states):
             stage2 = self.stage2()
@@ -172,7 +189,7 @@ class SweepStudy:
                 self.storage.set_study_user_attr(self.study_id, STAGE2_ATTR, keys)
                 stage2 = self.stage2()
                 assert stage2 is not None
-            added += enqueue_missing(self.storage, self.study_id, stage2, main, root, retries)
+            added += enqueue_missing(self.storage, self.study_id, stage2, main, retries)
         return self.states() if added else states
 
     def records(self, planned: list[Slot], states: dict[str, SlotState]) -> list[RunRecord]:
@@ -184,16 +201,29 @@ class SweepStudy:
             status = state.status(self.sweep.retries)
             if status not in SETTLED:
                 continue
-            directory = Path(self.sweep.root) / slot.key
+            directory = self.run_root / slot.key
             try:
                 record = load_run(directory)
             except FileNotFoundError:
                 record = RunRecord(slot.key, slot.config, smto.__version__)
             if status == "failed":
                 record.status = "failed"
-                record.reason = record.reason or state.latest("reason", "its worker died")
+                record.reason = record.reason or state.latest("reason", WORKER_DIED)
             records.append(record)
         return records
+
+    def failures(self, states: dict[str, SlotState]) -> dict[str, str]:
+        """Why each run failed for good, by slot key: the planned slots out of retries, and
+        the failed trials of the TPE searches that gave up."""
+        retries = self.sweep.retries
+        failed = {
+            slot.key: states[slot.key].latest("reason", WORKER_DIED)
+            for slot in self.planned()
+            if slot.key in states and states[slot.key].status(retries) == "failed"
+        }
+        for search in self.searches:
+            failed.update(search.failures())
+        return failed
 
 
 def _difference(name: str, key: str, stored: Any, wanted: Any) -> str:

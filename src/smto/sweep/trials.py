@@ -52,6 +52,8 @@ claim's start time comes from the claiming machine's clock."""
 LIVE = ("WAITING", "RUNNING", "COMPLETE")
 SETTLED = ("completed", "diverged", "pruned", "failed")
 """Slot statuses that are final (results)."""
+WORKER_DIED = "its worker died"
+"""The reason of a failed trial that has none: its heartbeat stopped."""
 
 
 def is_pruned_run(trial: FrozenTrial) -> bool:
@@ -129,7 +131,6 @@ def enqueue_missing(
     study_id: int,
     planned: Sequence[Slot],
     states: dict[str, SlotState],
-    root: str,
     retries: int,
 ) -> int:
     """Gives every planned slot without a live trial a WAITING one, unless it failed more
@@ -141,7 +142,7 @@ def enqueue_missing(
         if state.live or state.failures > retries:
             continue
         template = optuna.trial.create_trial(
-            state=optuna.trial.TrialState.WAITING, user_attrs=slot.attrs(root)
+            state=optuna.trial.TrialState.WAITING, user_attrs=slot.attrs()
         )
         storage.create_new_trial(study_id, template_trial=template)
         added += 1
