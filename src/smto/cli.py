@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import smto
 from smto import registry
 from smto._optional import require
 from smto.bench.cli import add_commands as bench_commands
@@ -26,7 +27,9 @@ DATA_HELP = (
 
 
 def _progress(args: argparse.Namespace) -> bool:
-    """Whether to show progress bars (not with --quiet); they need tqdm."""
+    """Whether to show progress bars (not with --quiet or --json); they need tqdm."""
+    if getattr(args, "json", False):
+        return False
     if not args.quiet:
         require("tqdm.auto", "bench", "the progress bar (--quiet turns it off)")
     return not args.quiet
@@ -129,9 +132,19 @@ def _config_from_args(args: argparse.Namespace, method: str):
     )
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _print_records(records: Sequence[Any], args: argparse.Namespace, where: str) -> None:
+    """The comparison table and where the runs are; with --json, the records as JSON."""
     from smto.compare import format_comparison
-    from smto.train import FINISHED, run_dir, train
+
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=1, allow_nan=True))
+        return
+    print(format_comparison(records))
+    print(f"\n{where}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from smto.train import run_dir, train
 
     config = _config_from_args(args, args.method)
     record = train(
@@ -142,21 +155,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         wait=args.wait,
         rebuild_record=args.rebuild_record,
     )
-    print(format_comparison([record]))
-    print(f"\nrun {record.status}: {run_dir(config, args.out)}")
-    return 0 if record.status in FINISHED else 1
+    _print_records([record], args, f"run {record.status}: {run_dir(config, args.out)}")
+    return 0 if record.status == "completed" else 1
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from smto.compare import compare, format_comparison
+    from smto.compare import compare
     from smto.train import FINISHED
 
     for name in args.methods:
         registry.spec(name)
     base = _config_from_args(args, args.methods[0])
     records = compare(args.methods, base, args.out, args.data_dir, progress=_progress(args))
-    print(format_comparison(records))
-    print(f"\nruns in {args.out}")
+    _print_records(records, args, f"runs in {args.out}")
     return 0 if all(r.status in FINISHED for r in records) else 1
 
 
@@ -245,12 +256,23 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
         "times its first epoch's (default: off)",
     )
     add("--quiet", action="store_true", help="no progress bar")
+    add(
+        "--json",
+        action="store_true",
+        help="print the run records as JSON instead of the table (implies --quiet)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="smto", description="Specialized multi-task optimizers and their benchmark."
+        prog="smto",
+        description="Specialized multi-task optimizers and their benchmark.",
+        epilog="Exit status: 0 done; 1 the run did not complete (train: failed or diverged; "
+        "compare: a run failed, while a diverged one is a result; sweep run: runs failed); 2 "
+        "a usage error (a bad option, a missing or corrupt file, a run directory in use); "
+        "130 / 143 interrupted by Ctrl-C / SIGTERM (run the same command again to resume).",
     )
+    parser.add_argument("--version", action="version", version=f"smto {smto.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("methods", help="list the methods and their hyperparameters").set_defaults(

@@ -140,3 +140,16 @@ def test_report_on_real_multi_mnist_runs(tmp_path):
     check_outputs(out, ".md", METHODS)
     metrics = (out / "test_metrics.md").read_text()
     assert metrics.splitlines()[0] == "| Method | CL ↑ | RR ↓ | Δm (%) ↑ | MR ↓ |"
+
+
+def test_report_json_gives_the_tables_for_scripts(toy_runs, tmp_path, capsys):
+    import json
+
+    root, _ = toy_runs
+    assert main(["report", str(root), *TOY, "--out", str(tmp_path / "r"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    names = [t["name"] for t in printed["tables"]]
+    assert set(TABLES) <= set(names)
+    gains = next(t for t in printed["tables"] if t["name"] == "relative_gains")
+    assert set(gains["rows"]) == {"Unit. Scal.", "CAGrad", "FAMO"}
+    assert str(tmp_path / "r" / "reference.json") in printed["files"]

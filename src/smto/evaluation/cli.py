@@ -34,9 +34,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
         pairwise=args.pairwise,
         figures=not args.no_figures,
     )
+    failed = {r.name: r.failed_runs for r in report.results if r.failed_runs}
+    if args.json:
+        tables = [
+            {"name": t.name, "caption": t.caption, "rows": t.frame.to_dict(orient="index")}
+            for t in report.tables
+        ]
+        files = [str(f) for f in report.files]
+        print(json.dumps({"tables": tables, "failed_runs": failed, "files": files}, indent=1))
+        return 0
     for table in report.tables:
         print(f"{table.caption}\n\n{table.markdown()}")
-    failed = {r.name: r.failed_runs for r in report.results if r.failed_runs}
     if failed:
         print(f"failed runs of the chosen configurations, left out: {failed}")
     print(
@@ -132,6 +140,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--pairwise", action="store_true", help="also a table of t-tests between all methods"
     )
     report.add_argument("--no-figures", action="store_true", help="tables only")
+    report.add_argument(
+        "--json",
+        action="store_true",
+        help="print the tables as JSON (name, caption, rows by method) instead of Markdown",
+    )
     report.set_defaults(func=_cmd_report)
 
     fixed = sub.add_parser(
