@@ -47,11 +47,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"{table.caption}\n\n{table.markdown()}")
     if failed:
         print(f"failed runs of the chosen configurations, left out: {failed}")
+    figures = [p.stem for p in report.files if p.suffix == ".png"]
     print(
         f"wrote {len(report.tables)} tables ({FORMATS[args.format]}, .csv), "
-        f"{sum(p.suffix == '.png' for p in report.files)} figures (.png, .pdf) and the "
-        f"reference to {out}"
+        f"{len(figures)} figures (.png, .pdf) and the reference to {out}"
     )
+    if figures:
+        print(f"figures: {', '.join(figures)}")
     return 0
 
 
