@@ -4,10 +4,12 @@ from smto.methods.aligned_mtl import AlignedMTL
 from smto.methods.auto_lambda import AutoLambda
 from smto.methods.cagrad import CAGrad
 from smto.methods.cdtt import CDTT
+from smto.methods.db_mtl import DBMTL
 from smto.methods.dwa import DWA
 from smto.methods.edm import EDM
 from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
+from smto.methods.gls import GLS
 from smto.methods.graddrop import GradDrop
 from smto.methods.imtl import IMTL, IMTLG, IMTLL
 from smto.methods.mgda import MGDA
@@ -44,13 +46,17 @@ register("cdtt", CDTT, aliases=("task_tensioner",))
 register("aligned_mtl", AlignedMTL)
 register("rotograd", RotoGrad)
 register("auto_lambda", AutoLambda, aliases=("autol",))
+register("gls", GLS, aliases=("geometric_loss",))
+register("db_mtl", DBMTL, aliases=("dual_balancing",))
 
 
 __all__ = [
     "CDTT",
+    "DBMTL",
     "DWA",
     "EDM",
     "FAMO",
+    "GLS",
     "IMTL",
     "IMTLG",
     "IMTLL",
