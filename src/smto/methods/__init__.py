@@ -18,6 +18,7 @@ from smto.methods.pcgrad import PCGrad
 from smto.methods.rlw import RLW
 from smto.methods.rotograd import RotoGrad
 from smto.methods.si import SI
+from smto.methods.stch import STCH
 from smto.methods.unit_scal import UnitScal
 from smto.methods.uw import UW
 from smto.methods.uw_o import UWO
@@ -48,6 +49,7 @@ register("rotograd", RotoGrad)
 register("auto_lambda", AutoLambda, aliases=("autol",))
 register("gls", GLS, aliases=("geometric_loss",))
 register("db_mtl", DBMTL, aliases=("dual_balancing",))
+register("stch", STCH, aliases=("smooth_tchebycheff",))
 
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "MGDA",
     "RLW",
     "SI",
+    "STCH",
     "UW",
     "UWO",
     "AlignedMTL",
