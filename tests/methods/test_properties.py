@@ -22,7 +22,7 @@ from smto.solvers import SolverWarning
 
 F64 = torch.float64
 AGGREGATING = [n for n in smto.available() if isinstance(smto.create(n, 2), GradientMethod)]
-RANDOMIZED = {"pcgrad", "graddrop"}
+RANDOMIZED = {"pcgrad", "graddrop", "gradvac"}
 """Their random draws depend on the task order: no permutation equivariance per draw."""
 LEAST_SQUARES_WEIGHTS = {"graddrop"}
 """The update is not a fixed combination of the gradients; its weights are a projection."""

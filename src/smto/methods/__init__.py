@@ -11,6 +11,7 @@ from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
 from smto.methods.gls import GLS
 from smto.methods.graddrop import GradDrop
+from smto.methods.gradvac import GradVac
 from smto.methods.imtl import IMTL, IMTLG, IMTLL
 from smto.methods.mgda import MGDA
 from smto.methods.nash_mtl import NashMTL
@@ -20,6 +21,7 @@ from smto.methods.rotograd import RotoGrad
 from smto.methods.si import SI
 from smto.methods.stch import STCH
 from smto.methods.unit_scal import UnitScal
+from smto.methods.upgrad import UPGrad
 from smto.methods.uw import UW
 from smto.methods.uw_o import UWO
 from smto.registry import register
@@ -50,6 +52,8 @@ register("auto_lambda", AutoLambda, aliases=("autol",))
 register("gls", GLS, aliases=("geometric_loss",))
 register("db_mtl", DBMTL, aliases=("dual_balancing",))
 register("stch", STCH, aliases=("smooth_tchebycheff",))
+register("upgrad", UPGrad)
+register("gradvac", GradVac, aliases=("gradient_vaccine",))
 
 
 __all__ = [
@@ -73,8 +77,10 @@ __all__ = [
     "CAGrad",
     "FixedWeights",
     "GradDrop",
+    "GradVac",
     "NashMTL",
     "PCGrad",
     "RotoGrad",
+    "UPGrad",
     "UnitScal",
 ]
