@@ -35,6 +35,7 @@ SCALE_INVARIANT_WEIGHTS = {
     "cdtt",
     "pcgrad",
     "aligned_mtl",
+    "upgrad",
 }
 """Weights that do not change when every gradient is multiplied by the same c > 0."""
 
