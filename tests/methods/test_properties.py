@@ -36,6 +36,7 @@ SCALE_INVARIANT_WEIGHTS = {
     "pcgrad",
     "aligned_mtl",
     "upgrad",
+    "dualproj",
 }
 """Weights that do not change when every gradient is multiplied by the same c > 0."""
 

@@ -5,6 +5,7 @@ from smto.methods.auto_lambda import AutoLambda
 from smto.methods.cagrad import CAGrad
 from smto.methods.cdtt import CDTT
 from smto.methods.db_mtl import DBMTL
+from smto.methods.dualproj import DualProj
 from smto.methods.dwa import DWA
 from smto.methods.edm import EDM
 from smto.methods.famo import FAMO
@@ -53,6 +54,7 @@ register("gls", GLS, aliases=("geometric_loss",))
 register("db_mtl", DBMTL, aliases=("dual_balancing",))
 register("stch", STCH, aliases=("smooth_tchebycheff",))
 register("upgrad", UPGrad)
+register("dualproj", DualProj, aliases=("dual_proj",))
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
 
 
@@ -75,6 +77,7 @@ __all__ = [
     "AlignedMTL",
     "AutoLambda",
     "CAGrad",
+    "DualProj",
     "FixedWeights",
     "GradDrop",
     "GradVac",
