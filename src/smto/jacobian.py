@@ -52,6 +52,8 @@ class TaskGradients:
 
     @cached_property
     def matrix(self) -> Tensor:
+        """The K x N matrix of the task gradients of the shared tensors, flattened and
+        concatenated (computed on first access)."""
         return flatten_rows(self.shared_grads)
 
     def accumulate_others(self, weights: Tensor | None = None) -> None:

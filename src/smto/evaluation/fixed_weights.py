@@ -95,10 +95,13 @@ class FixedWeights:
         return [self.weights[t] for t in self.tasks.split("_")]
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the weights to ``path`` as JSON (atomically: a temporary file and a rename)."""
         atomic_write_text(Path(path), json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FixedWeights:
+        """The weights saved at ``path``; a MissingError if there are none, a ConfigError if the
+        file is corrupt or lacks a task's weight."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())

@@ -72,6 +72,7 @@ class MethodResult:
 
     @property
     def seeds(self) -> list[int]:
+        """The seed of each run, in the order of ``runs``."""
         return [int(r.config.get("seed", 0)) for r in self.runs]
 
     def run_gains(self) -> list[Values]:
@@ -89,6 +90,7 @@ class MethodResult:
         return _mean_values([r.best_test or {} for r in self.runs], self.metrics)
 
     def mean_delta_m(self) -> float:
+        """The mean of the runs' test Delta_m, ignoring non-finite values."""
         return _mean([v for v in self.delta_m if math.isfinite(v)])
 
 

@@ -73,6 +73,7 @@ def finished(records: Iterable[RunRecord]) -> list[RunRecord]:
 
 
 def record_tasks(record: RunRecord) -> list[str]:
+    """The tasks of a run record, as a list of task names."""
     return parse_tasks(record.config["tasks"])
 
 

@@ -59,6 +59,8 @@ class EDM(GramMethod):
 
 
 def min_norm_failure(info: dict[str, float]) -> str | None:
+    """The failure message of a min-norm solve whose ``info`` says it did not converge, else
+    None."""
     if info.get("converged", 1.0) >= 1.0:
         return None
     return (

@@ -130,6 +130,7 @@ class ScalesAdam:
         self._state: dict[str, Any] | None = None
 
     def step(self, s: Tensor, losses: Tensor) -> None:
+        """One Adam step of the scales ``s`` (in place) on the gradient e^s L - 1 of ``losses``."""
         if self.lr is None:
             raise ValueError(
                 "scales_optimizer='own' needs scales_lr (the run's initial learning rate; "
@@ -152,9 +153,11 @@ class ScalesAdam:
             s.copy_(leaf)
 
     def state_dict(self) -> dict[str, Any] | None:
+        """The Adam state of the scales (before the first step: the loaded one, or None)."""
         return self._adam.state_dict() if self._adam is not None else self._state
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restores the Adam state (the optimizer is rebuilt from it at the next step)."""
         self._adam, self._leaf, self._state = None, None, copy.deepcopy(state)
 
 

@@ -24,6 +24,7 @@ class SharedEncoderModel(nn.Module):
 
     @property
     def task_names(self) -> list[str]:
+        """The names of the tasks, in the order of the heads."""
         return list(self.heads.keys())
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:

@@ -40,6 +40,7 @@ class Batch:
     size: int
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch with its inputs and targets on ``device``."""
         inputs = self.inputs.to(device) if hasattr(self.inputs, "to") else self.inputs
         targets = {k: v.to(device) for k, v in self.targets.items()}
         return Batch(inputs, targets, self.size)
@@ -78,6 +79,7 @@ class Problem(ABC):
 
     @property
     def n_tasks(self) -> int:
+        """The number of selected tasks, K."""
         return len(self.tasks)
 
     @abstractmethod

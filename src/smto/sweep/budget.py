@@ -46,13 +46,16 @@ class MethodBudget:
 
     @property
     def done(self) -> int:
+        """The slots that are finished: completed, diverged, pruned or failed."""
         return self.completed + self.diverged + self.pruned + self.failed
 
     @property
     def seconds_per_epoch(self) -> float | None:
+        """The mean training time of an epoch (None before any epoch)."""
         return self.seconds / self.epochs if self.epochs else None
 
     def add(self, other: MethodBudget) -> None:
+        """Adds the counts and times of ``other`` to this budget's."""
         for f in fields(self):
             if f.name != "method":
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
@@ -71,6 +74,7 @@ class SweepBudget:
 
     @property
     def total(self) -> MethodBudget:
+        """The sum of the budgets of every method."""
         total = MethodBudget("total")
         for budget in self.methods.values():
             total.add(budget)
@@ -168,6 +172,7 @@ def _epochs_of(search: Search) -> int:
 
 
 def format_duration(seconds: float | None) -> str:
+    """``seconds`` as h:mm:ss ("?" for None)."""
     if seconds is None:
         return "?"
     whole = round(seconds)

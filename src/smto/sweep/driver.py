@@ -48,9 +48,11 @@ class WorkerSettings:
 
     @property
     def grace_period(self) -> int:
+        """The grace period in seconds: ``grace``, or twice the heartbeat interval."""
         return self.grace if self.grace is not None else 2 * self.heartbeat
 
     def open(self, url: str) -> RDBStorage:
+        """The storage at ``url``, with this worker's heartbeat and grace period."""
         return open_storage(url, self.heartbeat, self.grace_period)
 
 

@@ -75,6 +75,8 @@ class ProblemCache:
         self.problem: Problem | None = None
 
     def get(self, config: RunConfig) -> Problem:
+        """The problem of ``config``, built (with the worker's data directory) unless it is the
+        one built last."""
         key = json.dumps([config.problem, config.tasks, config.problem_options], sort_keys=True)
         if key != self.key or self.problem is None:
             options = dict(config.problem_options)

@@ -36,6 +36,7 @@ class Configuration:
         return configuration_key(self.config.to_dict())
 
     def with_seed(self, seed: int) -> RunConfig:
+        """The run configuration of this configuration with ``seed``."""
         return dataclasses.replace(self.config, seed=seed)
 
 

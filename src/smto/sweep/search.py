@@ -80,6 +80,7 @@ class Tally:
 
     @property
     def results(self) -> int:
+        """The trials that gave a result: completed, diverged or pruned."""
         return self.completed + self.diverged + self.pruned
 
     @property
@@ -89,6 +90,7 @@ class Tally:
 
 
 def tally(trials: Sequence[FrozenTrial]) -> Tally:
+    """The counts of ``trials`` by outcome (a retired trial is not counted)."""
     counts = Tally()
     for trial in trials:
         state = trial.state.name
@@ -137,9 +139,11 @@ class Search:
     # -- state ------------------------------------------------------------------------------
 
     def trials(self) -> list[FrozenTrial]:
+        """Every trial of the search's study."""
         return self.storage.get_all_trials(self.study_id, deepcopy=False)
 
     def tally(self) -> Tally:
+        """The counts of the search's trials by outcome."""
         return tally(self.trials())
 
     def states(self) -> dict[str, SlotState]:
@@ -155,6 +159,7 @@ class Search:
         return list(found.values())
 
     def gave_up(self, counts: Tally) -> bool:
+        """Whether the search gives up: its failed trials reach ``retries + 1`` times its budget."""
         return counts.failed >= (self.sweep.retries + 1) * self.settings.trials
 
     def settled(self, counts: Tally | None = None) -> bool:

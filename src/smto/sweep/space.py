@@ -30,6 +30,7 @@ class Range:
 
     @property
     def integer(self) -> bool:
+        """Whether the bounds (and the step) are integers: an integer range."""
         numbers = (self.low, self.high) + (() if self.step is None else (self.step,))
         return all(isinstance(n, int) for n in numbers)
 

@@ -144,14 +144,17 @@ class Sweep:
 
     @property
     def single_task(self) -> bool:
+        """Whether every task set of the sweep is a single task (a reference sweep)."""
         return all(len(parse_tasks(t)) == 1 for t in self.tasks)
 
     @property
     def stage1_seeds(self) -> range:
+        """The seeds of stage 1: ``runs`` seeds from ``first_seed`` on."""
         return range(self.first_seed, self.first_seed + self.runs)
 
     @property
     def stage2_seeds(self) -> range:
+        """The seeds of stage 2 (the chosen configuration's ``extra`` runs), after stage 1's."""
         start = self.first_seed + self.runs
         return range(start, start + self.extra)
 
@@ -177,6 +180,7 @@ class Sweep:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sweep:
+        """The sweep of a dict written by :meth:`to_dict`."""
         data = dict(data)
         for name in ("tasks", "methods", "reference_sweeps"):
             data[name] = tuple(data[name])

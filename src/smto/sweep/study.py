@@ -147,9 +147,11 @@ class SweepStudy:
         return list(found.values())
 
     def planned(self) -> list[Slot]:
+        """The slots planned so far: stage 1, and stage 2 once it is known."""
         return self.stage1 + (self.stage2() or [])
 
     def settled(self, planned: list[Slot], states: dict[str, SlotState]) -> bool:
+        """Whether every slot of ``planned`` has a final status (with ``retries`` retries)."""
         retries = self.sweep.retries
         return all(states.get(s.key, SlotState()).settled(retries) for s in planned)
 
@@ -160,6 +162,8 @@ class SweepStudy:
         return self.settled(self.stage1, states)
 
     def finished(self, states: dict[str, SlotState]) -> bool:
+        """Whether every slot of the sweep (stage 1, and stage 2 when it has extra seeds) is
+        settled."""
         if not self.stage1_settled(states):
             return False
         if self.sweep.extra == 0:

@@ -62,6 +62,7 @@ def is_pruned_run(trial: FrozenTrial) -> bool:
 
 
 def worker_id() -> str:
+    """This process's worker id: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -82,6 +83,7 @@ class SlotState:
 
     @property
     def failures(self) -> int:
+        """How many of the slot's trials failed."""
         return len(self.in_state("FAIL"))
 
     @property
@@ -106,6 +108,8 @@ class SlotState:
         return "waiting" if self.failures else "unplanned"
 
     def settled(self, retries: int) -> bool:
+        """Whether the slot's status is final (completed, diverged, pruned, or failed past
+        ``retries``)."""
         return self.status(retries) in SETTLED
 
     def latest(self, key: str, default: Any = None) -> Any:

@@ -118,9 +118,11 @@ class RunConfig:
 
     @property
     def n_tasks(self) -> int:
+        """The number of tasks, K."""
         return len(parse_tasks(self.tasks))
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict (the ``config`` of ``record.json``)."""
         return dataclasses.asdict(self)
 
     @classmethod

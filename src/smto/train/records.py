@@ -57,13 +57,17 @@ class RunRecord:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """The record of a dict written by :meth:`to_dict`."""
         return cls(**data)
 
     def save(self, run_dir: Path) -> None:
+        """Writes the record to ``run_dir/record.json`` (atomically: a temporary file and a
+        rename)."""
         atomic_write_text(run_dir / RECORD, json.dumps(self.to_dict(), indent=1, allow_nan=True))
 
 
