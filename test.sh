@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/env.sh dev
-.venv/bin/ruff check src tests
+.venv/bin/ruff check src tests examples docs/hooks
 if [[ " $* " == *" -m "* ]]; then
   exec .venv/bin/python -m pytest "$@"
 fi
