@@ -8,6 +8,7 @@ from smto.methods.db_mtl import DBMTL
 from smto.methods.dualproj import DualProj
 from smto.methods.dwa import DWA
 from smto.methods.edm import EDM
+from smto.methods.fairgrad import FairGrad
 from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
 from smto.methods.gls import GLS
@@ -55,6 +56,7 @@ register("db_mtl", DBMTL, aliases=("dual_balancing",))
 register("stch", STCH, aliases=("smooth_tchebycheff",))
 register("upgrad", UPGrad)
 register("dualproj", DualProj, aliases=("dual_proj",))
+register("fairgrad", FairGrad)
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
 
 
@@ -78,6 +80,7 @@ __all__ = [
     "AutoLambda",
     "CAGrad",
     "DualProj",
+    "FairGrad",
     "FixedWeights",
     "GradDrop",
     "GradVac",
