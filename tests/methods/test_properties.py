@@ -37,6 +37,7 @@ SCALE_INVARIANT_WEIGHTS = {
     "aligned_mtl",
     "upgrad",
     "dualproj",
+    "krum",
 }
 """Weights that do not change when every gradient is multiplied by the same c > 0."""
 

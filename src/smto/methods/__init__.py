@@ -15,6 +15,7 @@ from smto.methods.gls import GLS
 from smto.methods.graddrop import GradDrop
 from smto.methods.gradvac import GradVac
 from smto.methods.imtl import IMTL, IMTLG, IMTLL
+from smto.methods.krum import Krum
 from smto.methods.mgda import MGDA
 from smto.methods.nash_mtl import NashMTL
 from smto.methods.pcgrad import PCGrad
@@ -57,6 +58,7 @@ register("stch", STCH, aliases=("smooth_tchebycheff",))
 register("upgrad", UPGrad)
 register("dualproj", DualProj, aliases=("dual_proj",))
 register("fairgrad", FairGrad)
+register("krum", Krum, aliases=("multi_krum",))
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
 
 
@@ -84,6 +86,7 @@ __all__ = [
     "FixedWeights",
     "GradDrop",
     "GradVac",
+    "Krum",
     "NashMTL",
     "PCGrad",
     "RotoGrad",
