@@ -24,8 +24,9 @@ F64 = torch.float64
 AGGREGATING = [n for n in smto.available() if isinstance(smto.create(n, 2), GradientMethod)]
 RANDOMIZED = {"pcgrad", "graddrop", "gradvac"}
 """Their random draws depend on the task order: no permutation equivariance per draw."""
-LEAST_SQUARES_WEIGHTS = {"graddrop"}
-"""The update is not a fixed combination of the gradients; its weights are a projection."""
+LEAST_SQUARES_WEIGHTS = {"graddrop", "trimmed_mean"}
+"""The update is not a fixed combination of the gradients; its weights are a projection
+(GradDrop) or the mean per-coordinate weights (TrimmedMean)."""
 SCALE_INVARIANT_WEIGHTS = {
     "mgda",
     "mgda_ub",
@@ -38,6 +39,7 @@ SCALE_INVARIANT_WEIGHTS = {
     "upgrad",
     "dualproj",
     "krum",
+    "trimmed_mean",
 }
 """Weights that do not change when every gradient is multiplied by the same c > 0."""
 

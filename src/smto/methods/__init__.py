@@ -23,6 +23,7 @@ from smto.methods.rlw import RLW
 from smto.methods.rotograd import RotoGrad
 from smto.methods.si import SI
 from smto.methods.stch import STCH
+from smto.methods.trimmed_mean import TrimmedMean
 from smto.methods.unit_scal import UnitScal
 from smto.methods.upgrad import UPGrad
 from smto.methods.uw import UW
@@ -59,6 +60,7 @@ register("upgrad", UPGrad)
 register("dualproj", DualProj, aliases=("dual_proj",))
 register("fairgrad", FairGrad)
 register("krum", Krum, aliases=("multi_krum",))
+register("trimmed_mean", TrimmedMean)
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
 
 
@@ -90,6 +92,7 @@ __all__ = [
     "NashMTL",
     "PCGrad",
     "RotoGrad",
+    "TrimmedMean",
     "UPGrad",
     "UnitScal",
 ]
