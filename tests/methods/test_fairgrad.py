@@ -5,6 +5,7 @@ improvements), a zero gradient, a system without solution, and torchjd."""
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 
 import pytest
@@ -35,6 +36,18 @@ def test_the_weights_solve_the_fairness_equations(alpha, sampler, k, n) -> None:
     improvements = matrix @ agg.direction  # (G G^T w)_i = g_i^T d
     torch.testing.assert_close(improvements, agg.weights ** (-1.0 / alpha), rtol=1e-6, atol=0)
     assert bool((agg.weights > 0).all())
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, 5.0])
+def test_gradients_of_very_different_norms(alpha) -> None:
+    """A step of the toy problem's training (norms 0.11 and 16.5, cosine -0.49), where
+    Newton's damped phase first raises the residual before it converges."""
+    angle = torch.tensor(-0.49).acos().item()
+    directions = torch.tensor([[1.0, 0.0], [math.cos(angle), math.sin(angle)]], dtype=F64)
+    matrix = torch.tensor([[0.111], [16.52]], dtype=F64) * directions
+    agg = _weights(matrix, alpha)
+    improvements = matrix @ agg.direction
+    torch.testing.assert_close(improvements, agg.weights ** (-1.0 / alpha), rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize(("k", "n"), SHAPES)

@@ -52,7 +52,7 @@ def fairgrad_weights(
         return torch.ones(k, dtype=torch.float64), info, False
     live = np.diag(a) > scale * dtype_eps**2
     an = a[np.ix_(live, live)] / scale
-    w, iterations, residual = _newton(an, alpha, tol, max_iter)
+    w, iterations, residual = _newton(an, alpha, tol, accept, max_iter)
     solved = residual < accept
     if not solved:
         w = _ray(an, alpha)
@@ -84,16 +84,16 @@ def _residual(a: np.ndarray, w: np.ndarray, alpha: float) -> float:
 
 
 def _newton(
-    a: np.ndarray, alpha: float, tol: float, max_iter: int
+    a: np.ndarray, alpha: float, tol: float, accept: float, max_iter: int
 ) -> tuple[np.ndarray, int, float]:
     """Newton's method from the ray's point; returns the iterate of smallest residual, the
     iterations and that residual. It stops at ``tol``, or when rounding stalls it (no
-    decrease of the potential, or 5 steps without a better residual)."""
+    decrease of the potential, or, below ``accept``, 5 steps without a better residual)."""
     w = _ray(a, alpha)
     value = _objective(a, w, alpha)
     best, best_residual, since_best = w, _residual(a, w, alpha), 0
     for iteration in range(1, max_iter + 1):
-        if best_residual < tol or since_best >= 5:
+        if best_residual < tol or (best_residual < accept and since_best >= 5):
             return best, iteration - 1, best_residual
         grad = a @ w - w ** (-1.0 / alpha)
         hessian = a + np.diag(w ** (-1.0 / alpha - 1.0) / alpha)
