@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation", ("smto.evaluation",)),
     ("sweep", ("smto.sweep",)),
     ("bench", ("smto.bench",)),
-    ("cli", ("smto.cli", "smto.compare", "smto.demo")),
+    ("cli", ("smto.cli", "smto.__main__", "smto.compare", "smto.demo")),
 ]
 
 
