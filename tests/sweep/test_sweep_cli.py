@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def test_run_then_status_report_the_budget_per_method(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'runs' / 'sweeps.db'}"
     assert main(["sweep", "status", "--storage", url]) == 0
     assert "sweep cli " in capsys.readouterr().out
+    assert main(["sweep", "status", str(path), "--json"]) == 0
+    (budget,) = json.loads(capsys.readouterr().out)
+    assert budget["name"] == "cli" and budget["started"] is True
+    assert {m: b["completed"] for m, b in budget["methods"].items()} == {"unit_scal": 4, "famo": 4}
+    assert budget["total"]["planned"] == 8 and budget["failures"] == {}
 
 
 def test_status_of_a_sweep_not_started(tmp_path, capsys):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smto.errors import ConfigError
 
 if TYPE_CHECKING:
+    from smto.sweep.budget import SweepBudget
     from smto.sweep.spec import Sweep
 
 MAX_LISTED = 8
@@ -104,18 +107,41 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise ConfigError("give a sweep FILE or --storage URL")
     storage = open_storage(url, create=False)
     available = sweep_names(storage)
+    listing = []
     for name in names or available:
         if name not in available:
-            print(f"sweep {name}: not started in this storage\n")
+            listing.append({"name": name, "started": False})
+            if not args.json:
+                print(f"sweep {name}: not started in this storage\n")
             continue
         study = SweepStudy(storage, name)
         states = study.states()
-        print(format_budget(sweep_budget(study, states)))
+        budget = sweep_budget(study, states)
         failures = study.failures(states)
+        if args.json:
+            listing.append({"started": True, **_budget_dict(budget), "failures": failures})
+            continue
+        print(format_budget(budget))
         if failures:
             print(_format_failures(name, failures))
         print()
+    if args.json:
+        print(json.dumps(listing, indent=1, default=str))
     return 0
+
+
+def _budget_dict(budget: SweepBudget) -> dict[str, Any]:
+    """A sweep's budget as plain values: per method and in total, with the ETA."""
+    methods = {name: dataclasses.asdict(m) for name, m in budget.methods.items()}
+    return {
+        "name": budget.name,
+        "problem": budget.problem,
+        "tasks": list(budget.tasks),
+        "stage2": budget.stage2,
+        "methods": methods,
+        "total": dataclasses.asdict(budget.total),
+        "eta_seconds": budget.eta_seconds(),
+    }
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -246,6 +272,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--storage", help=STORAGE_HELP)
     status.add_argument("--sweep", action="append", metavar="NAME", help="a sweep name")
     status.add_argument("--root", help="run root directory (overrides the file's root)")
+    status.add_argument(
+        "--json", action="store_true", help="print the budgets as JSON instead of tables"
+    )
     status.set_defaults(func=_guarded(_cmd_status))
 
     check = commands.add_parser("check", help="validate sweep files without running anything")
