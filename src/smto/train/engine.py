@@ -85,13 +85,13 @@ def train(
     if root.exists() and not root.is_dir():
         raise ConfigError(f"the run root {root} is a file, not a directory: name a directory")
     directory = run_dir(config, root)
-    existing = _finished_record(directory, config, rebuild_record)
+    existing = _finished_record(directory, config, rebuild_record, locked=False)
     if existing is not None:
         return existing
     problem = _problem_for(config, problem, data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     with RunLock(directory, wait=wait):
-        existing = _finished_record(directory, config, rebuild_record)
+        existing = _finished_record(directory, config, rebuild_record, locked=True)
         if existing is not None:
             return existing
         run = _Run(config, problem, directory)
@@ -115,9 +115,12 @@ def _problem_for(
     return problem
 
 
-def _finished_record(directory: Path, config: RunConfig, rebuild: bool) -> RunRecord | None:
+def _finished_record(
+    directory: Path, config: RunConfig, rebuild: bool, locked: bool
+) -> RunRecord | None:
     """The record of a finished run in ``directory``; None when there is none yet or the run
-    is unfinished (the checkpoint then resumes it, or finishes it when it holds every epoch)."""
+    is unfinished (the checkpoint then resumes it, or finishes it when it holds every epoch).
+    A corrupt record is set aside for rebuilding only while the run directory is ``locked``."""
     path = directory / RECORD
     if not path.exists():
         return None
@@ -135,7 +138,8 @@ def _finished_record(directory: Path, config: RunConfig, rebuild: bool) -> RunRe
                 "last epoch: rebuild it from there with --rebuild-record (the corrupt file is "
                 "kept as record.json.corrupt)"
             ) from None
-        os.replace(path, path.with_name(RECORD + ".corrupt"))
+        if locked:
+            os.replace(path, path.with_name(RECORD + ".corrupt"))
         return None
     if not config.same_run(record.config):
         raise RunStateError(
