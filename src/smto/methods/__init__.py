@@ -13,6 +13,7 @@ from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
 from smto.methods.gls import GLS
 from smto.methods.graddrop import GradDrop
+from smto.methods.gradnorm import GradNorm
 from smto.methods.gradvac import GradVac
 from smto.methods.imtl import IMTL, IMTLG, IMTLL
 from smto.methods.krum import Krum
@@ -62,6 +63,7 @@ register("fairgrad", FairGrad)
 register("krum", Krum, aliases=("multi_krum",))
 register("trimmed_mean", TrimmedMean)
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
+register("gradnorm", GradNorm, aliases=("gradient_normalization",))
 
 
 __all__ = [
@@ -87,6 +89,7 @@ __all__ = [
     "FairGrad",
     "FixedWeights",
     "GradDrop",
+    "GradNorm",
     "GradVac",
     "Krum",
     "NashMTL",
