@@ -115,3 +115,17 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, name):
     assert [{k: v for k, v in e.items() if k not in times} for e in resumed.history] == [
         {k: v for k, v in e.items() if k not in times} for e in full.history
     ]
+
+
+def test_si_mtl_scales_this_steps_log_loss_gradients_to_the_largest_norm():
+    """SI-MTL (DB-MTL's first version): no EMA, every step on its own."""
+    method = smto.create("si_mtl", 2)
+    assert method.display_name == "SI-MTL" and method.beta == 0.0
+    rng = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        matrix = torch.randn(2, 5, generator=rng, dtype=torch.float64)
+        losses = torch.rand(2, generator=rng, dtype=torch.float64) + 0.1
+        h = matrix / (losses[:, None] + 1e-8)
+        norms = h.norm(dim=1)
+        expected = ((norms.max() / (norms + 1e-8))[:, None] * h).sum(dim=0)
+        torch.testing.assert_close(method.aggregate(matrix, losses).direction, expected)

@@ -1,7 +1,9 @@
 """DB-MTL: dual balancing of the losses (log) and of the gradient magnitudes (max norm).
 
 Lin, Ye, Xu, Shi, Zhang, Kwok, "Dual-Balancing for Multi-Task Learning", arXiv 2308.12029
-(2023). Details the paper leaves open follow the authors' code in LibMTL
+(2023). Its first version, SI-MTL (Lin et al., "A Scale-Invariant Task Balancing Approach
+for Multi-Task Learning", arXiv 2308.12029v1), is the same without the EMA: registered as
+``si_mtl`` (``beta=0``). Details the paper leaves open follow the authors' code in LibMTL
 (``LibMTL/weighting/DB_MTL.py``): the EMA's zero start and its ``beta / step^beta_sigma``
 factor, and the 1e-8 in the log and in the norm ratio.
 """
