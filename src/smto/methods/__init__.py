@@ -18,6 +18,7 @@ from smto.methods.gradvac import GradVac
 from smto.methods.imtl import IMTL, IMTLG, IMTLL
 from smto.methods.krum import Krum
 from smto.methods.mgda import MGDA
+from smto.methods.moco import MoCo
 from smto.methods.nash_mtl import NashMTL
 from smto.methods.pcgrad import PCGrad
 from smto.methods.rlw import RLW
@@ -65,6 +66,7 @@ register("krum", Krum, aliases=("multi_krum",))
 register("trimmed_mean", TrimmedMean)
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
 register("gradnorm", GradNorm, aliases=("gradient_normalization",))
+register("moco", MoCo)
 
 
 __all__ = [
@@ -93,6 +95,7 @@ __all__ = [
     "GradNorm",
     "GradVac",
     "Krum",
+    "MoCo",
     "NashMTL",
     "PCGrad",
     "RotoGrad",
