@@ -81,3 +81,21 @@ def test_problems_lists_tasks_and_options(capsys):
     assert main(["problems"]) == 0
     out = capsys.readouterr().out
     assert "multi_mnist" in out and "CL, CR, RL, RR" in out and "right_indices='seed'" in out
+
+
+def test_torchjd_peers_run_in_the_same_step_and_agree_with_smto():
+    """Each peer is timed beside its method; UPGrad's peer gives smto's update."""
+    import torch
+
+    from smto.bench.peers import TORCHJD, TorchjdPeer
+
+    timings = run_benchmark(
+        lenet_workload(batch_size=4), ["upgrad", "si"], repeats=1, warmup=0, peers=True
+    )
+    names = [t.method for t in timings]
+    assert names[-3:] == ["upgrad", "torchjd:upgrad", "si"]  # si has no torchjd peer
+    assert set(TORCHJD) <= set(smto.available())
+    matrix = torch.tensor([[1.0, 0.0], [-0.5, 1.0]], dtype=torch.float64)
+    peer = TorchjdPeer(2, "upgrad").aggregate(matrix, torch.ones(2))
+    ours = smto.create("upgrad", 2).aggregate(matrix, torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(peer.direction, ours.direction, rtol=1e-3, atol=1e-3)

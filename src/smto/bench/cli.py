@@ -40,6 +40,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
             args.warmup,
             args.device,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            peers=args.peers == "torchjd",
         )
     print(format_table(timings))
     if "nash_mtl" in methods:
@@ -89,6 +90,12 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         help="timed steps per method (default 3 for the MPNN, 20 for the others)",
     )
     step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    step.add_argument(
+        "--peers",
+        choices=("none", "torchjd"),
+        default="none",
+        help="also time torchjd's aggregator of each method that torchjd has, in the same step",
+    )
     step.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     step.set_defaults(func=_cmd_step)
     epoch = bench_sub.add_parser(

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from smto import registry
+from smto.bench.peers import TORCHJD, TorchjdPeer
 from smto.capabilities import optimizer_groups
 from smto.jacobian import GradientEngine
 from smto.method import Aggregation, GradientMethod, Method, Scale
@@ -193,8 +194,11 @@ def run_benchmark(
     warmup: int,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    peers: bool = False,
 ) -> list[Timing]:
-    """Times the floor (both Jacobian strategies), Unit. Scal. and each method.
+    """Times the floor (both Jacobian strategies), Unit. Scal. and each method; with
+    ``peers``, also torchjd's aggregator of each method that torchjd has
+    (:mod:`smto.bench.peers`), in the same step.
 
     The steps are interleaved (one step of every method per round), so that a slow phase of
     a noisy machine affects all methods alike and the ratios stay comparable.
@@ -210,6 +214,11 @@ def run_benchmark(
         method = registry.create(name, workload.n_tasks)
         stepper = Stepper(workload, method, device)
         entries.append((name, method.display_name, method.space.value, stepper))
+        if peers and name in TORCHJD:
+            peer = TorchjdPeer(workload.n_tasks, name)
+            entries.append(
+                (f"torchjd:{name}", peer.display_name, "params", Stepper(workload, peer, device))
+            )
     for _ in range(warmup):
         for *_, stepper in entries:
             stepper.step()
