@@ -31,6 +31,13 @@ TORCHJD: dict[str, Callable[[Any, int], Any]] = {
     "aligned_mtl": lambda a, k: a.AlignedMTL(),
 }
 """smto's name -> torchjd's aggregator with the same defaults (where torchjd has them)."""
+MIN_TASKS = {"krum": 3}
+"""torchjd's Krum needs n_byzantine + 3 tasks (smto's falls back to the mean below)."""
+
+
+def has_peer(name: str, n_tasks: int) -> bool:
+    """Whether torchjd has method ``name`` and runs it at ``n_tasks`` tasks."""
+    return name in TORCHJD and n_tasks >= MIN_TASKS.get(name, 1)
 
 
 class TorchjdPeer(GradientMethod):

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from smto import registry
-from smto.bench.peers import TORCHJD, TorchjdPeer
+from smto.bench.peers import TorchjdPeer, has_peer
 from smto.capabilities import optimizer_groups
 from smto.jacobian import GradientEngine
 from smto.method import Aggregation, GradientMethod, Method, Scale
@@ -214,7 +214,7 @@ def run_benchmark(
         method = registry.create(name, workload.n_tasks)
         stepper = Stepper(workload, method, device)
         entries.append((name, method.display_name, method.space.value, stepper))
-        if peers and name in TORCHJD:
+        if peers and has_peer(name, workload.n_tasks):
             peer = TorchjdPeer(workload.n_tasks, name)
             entries.append(
                 (f"torchjd:{name}", peer.display_name, "params", Stepper(workload, peer, device))
