@@ -40,6 +40,7 @@ SCALE_INVARIANT_WEIGHTS = {
     "dualproj",
     "krum",
     "trimmed_mean",
+    "config",
 }
 """Weights that do not change when every gradient is multiplied by the same c > 0."""
 

@@ -4,6 +4,7 @@ from smto.methods.aligned_mtl import AlignedMTL
 from smto.methods.auto_lambda import AutoLambda
 from smto.methods.cagrad import CAGrad
 from smto.methods.cdtt import CDTT
+from smto.methods.config import ConFIG
 from smto.methods.db_mtl import DBMTL
 from smto.methods.dualproj import DualProj
 from smto.methods.dwa import DWA
@@ -66,6 +67,7 @@ register("krum", Krum, aliases=("multi_krum",))
 register("trimmed_mean", TrimmedMean)
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
 register("gradnorm", GradNorm, aliases=("gradient_normalization",))
+register("config", ConFIG, aliases=("conflict_free",))
 register("moco", MoCo)
 
 
@@ -88,6 +90,7 @@ __all__ = [
     "AlignedMTL",
     "AutoLambda",
     "CAGrad",
+    "ConFIG",
     "DualProj",
     "FairGrad",
     "FixedWeights",
