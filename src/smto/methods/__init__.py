@@ -9,6 +9,7 @@ from smto.methods.db_mtl import DBMTL
 from smto.methods.dualproj import DualProj
 from smto.methods.dwa import DWA
 from smto.methods.edm import EDM
+from smto.methods.excess_mtl import ExcessMTL
 from smto.methods.fairgrad import FairGrad
 from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
@@ -68,6 +69,7 @@ register("trimmed_mean", TrimmedMean)
 register("gradvac", GradVac, aliases=("gradient_vaccine",))
 register("gradnorm", GradNorm, aliases=("gradient_normalization",))
 register("config", ConFIG, aliases=("conflict_free",))
+register("excess_mtl", ExcessMTL, aliases=("excess_risk",))
 register("moco", MoCo)
 
 
@@ -92,6 +94,7 @@ __all__ = [
     "CAGrad",
     "ConFIG",
     "DualProj",
+    "ExcessMTL",
     "FairGrad",
     "FixedWeights",
     "GradDrop",
