@@ -21,10 +21,12 @@ from smto.methods.imtl import IMTL, IMTLG, IMTLL
 from smto.methods.krum import Krum
 from smto.methods.mgda import MGDA
 from smto.methods.moco import MoCo
+from smto.methods.modo import MoDo
 from smto.methods.nash_mtl import NashMTL
 from smto.methods.pcgrad import PCGrad
 from smto.methods.rlw import RLW
 from smto.methods.rotograd import RotoGrad
+from smto.methods.sdmgrad import SDMGrad
 from smto.methods.si import SI
 from smto.methods.stch import STCH
 from smto.methods.trimmed_mean import TrimmedMean
@@ -70,6 +72,8 @@ register("gradvac", GradVac, aliases=("gradient_vaccine",))
 register("gradnorm", GradNorm, aliases=("gradient_normalization",))
 register("config", ConFIG, aliases=("conflict_free",))
 register("excess_mtl", ExcessMTL, aliases=("excess_risk",))
+register("sdmgrad", SDMGrad, aliases=("sdm_grad",))
+register("modo", MoDo, aliases=("double_sampling",))
 register("moco", MoCo)
 
 
@@ -102,9 +106,11 @@ __all__ = [
     "GradVac",
     "Krum",
     "MoCo",
+    "MoDo",
     "NashMTL",
     "PCGrad",
     "RotoGrad",
+    "SDMGrad",
     "TrimmedMean",
     "UPGrad",
     "UnitScal",
