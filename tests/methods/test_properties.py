@@ -41,6 +41,7 @@ SCALE_INVARIANT_WEIGHTS = {
     "krum",
     "trimmed_mean",
     "config",
+    "cr_mogm",
 }
 """Weights that do not change when every gradient is multiplied by the same c > 0."""
 

@@ -5,6 +5,7 @@ from smto.methods.auto_lambda import AutoLambda
 from smto.methods.cagrad import CAGrad
 from smto.methods.cdtt import CDTT
 from smto.methods.config import ConFIG
+from smto.methods.cr_mogm import CRMOGM
 from smto.methods.db_mtl import DBMTL
 from smto.methods.dualproj import DualProj
 from smto.methods.dwa import DWA
@@ -74,11 +75,13 @@ register("config", ConFIG, aliases=("conflict_free",))
 register("excess_mtl", ExcessMTL, aliases=("excess_risk",))
 register("sdmgrad", SDMGrad, aliases=("sdm_grad",))
 register("modo", MoDo, aliases=("double_sampling",))
+register("cr_mogm", CRMOGM, aliases=("crmogm",))
 register("moco", MoCo)
 
 
 __all__ = [
     "CDTT",
+    "CRMOGM",
     "DBMTL",
     "DWA",
     "EDM",
