@@ -29,6 +29,7 @@ TORCHJD: dict[str, Callable[[Any, int], Any]] = {
     "pcgrad": lambda a, k: a.PCGrad(),
     "imtl_g": lambda a, k: a.IMTLG(),
     "aligned_mtl": lambda a, k: a.AlignedMTL(),
+    "config": lambda a, k: a.ConFIG(),
 }
 """smto's name -> torchjd's aggregator with the same defaults (where torchjd has them)."""
 MIN_TASKS = {"krum": 3}
