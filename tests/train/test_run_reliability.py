@@ -417,3 +417,22 @@ def test_a_kill_at_any_file_write_resumes_to_the_uninterrupted_run(tmp_path, mon
             assert history_without_times(resumed) == history_without_times(full), where
             assert resumed.best_epoch == full.best_epoch, where
             assert load_run(run_dir(config, root)).to_dict() == resumed.to_dict(), where
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_finished_run_is_returned_on_a_machine_without_its_device(tmp_path, monkeypatch):
+    import dataclasses
+
+    import smto.train.engine as engine
+
+    config = RunConfig(**TOY, method="unit_scal", epochs=1)
+    done = train(config, tmp_path)
+    cuda = dataclasses.replace(config, device="cuda")
+    shutil.copytree(run_dir(config, tmp_path), run_dir(cuda, tmp_path))
+    record = json.loads((run_dir(cuda, tmp_path) / "record.json").read_text())
+    record["config"]["device"] = "cuda"
+    (run_dir(cuda, tmp_path) / "record.json").write_text(json.dumps(record))
+    monkeypatch.setattr(engine, "_problem_for", lambda *a: pytest.fail("no problem is built"))
+    assert train(cuda, tmp_path).history == done.history
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train(dataclasses.replace(cuda, seed=1), tmp_path)

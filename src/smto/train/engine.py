@@ -77,17 +77,18 @@ def train(
     One process trains in a run directory at a time: another one gets a
     :class:`smto.errors.RunStateError` naming it, or with ``wait`` waits for it. A corrupt
     ``record.json`` is an error that says whether the checkpoint can rebuild it;
-    ``rebuild_record`` does so (the corrupt file is kept beside it). The device and the
-    root are checked, and the problem built, before the run directory is created.
+    ``rebuild_record`` does so (the corrupt file is kept beside it). The root, the device
+    (unless the run is finished) and the problem are checked before the run directory is
+    created.
     """
-    check_device(config.device)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"the run root {root} is a file, not a directory: name a directory")
     directory = run_dir(config, root)
     existing = _finished_record(directory, config, rebuild_record, locked=False)
     if existing is not None:
-        return existing
+        return existing  # also on a machine without the run's device
+    check_device(config.device)
     problem = _problem_for(config, problem, data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     with RunLock(directory, wait=wait):
