@@ -224,3 +224,29 @@ def test_a_read_only_look_at_a_missing_storage_creates_nothing(tmp_path):
     with pytest.raises(DataError, match="no such table"):
         open_storage(f"sqlite:///{empty}", create=False)
     assert empty.stat().st_size == 0
+
+
+def test_a_trial_whose_run_another_process_holds_waits_for_it_and_completes(tmp_path):
+    """Two trials of one configuration (a TPE search can suggest a point twice) share one
+    run directory: the second waits for the lock instead of failing."""
+    import threading
+    import time
+
+    from smto.train.lock import RunLock
+
+    storage, study = planned(toy_sweep(tmp_path, "held", **ONE_RUN))
+    directory = tmp_path / "runs" / study.stage1[0].key
+    directory.mkdir(parents=True)
+    holding = RunLock(directory).__enter__()
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(1.5)
+        holding.__exit__(None, None, None)
+        released.set()
+
+    threading.Thread(target=release_later, daemon=True).start()
+    assert work(sqlite_url(tmp_path), ["held"], SETTINGS) == 1
+    assert released.is_set()  # the worker could only train after the lock was released
+    (trials,) = trials_by_slot(storage, "held").values()
+    assert states(trials) == ["COMPLETE"]

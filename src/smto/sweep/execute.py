@@ -123,7 +123,11 @@ def execute(
     try:
         storage.set_trial_user_attr(trial_id, "run_dir", str(run_dir(config, root)))
         with Heartbeat(storage, trial_id, heartbeat_interval):
-            record = train(config, root, problem=problems.get(config), on_epoch_end=on_epoch_end)
+            # A trial of the same configuration as one another worker is training (a TPE
+            # search can suggest a point twice) waits for that run and shares its record.
+            record = train(
+                config, root, problem=problems.get(config), on_epoch_end=on_epoch_end, wait=True
+            )
     except TrialLost:
         return "lost"
     except KeyboardInterrupt:
