@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from smto.solvers.active_set import nonnegative_quadratic
+
 __all__ = ["dual_cone_weights"]
 
 _ACTIVE = 1e-13
@@ -65,49 +67,11 @@ def dual_cone_weights(
 
 def _project(a: np.ndarray, u: np.ndarray, tol: float) -> tuple[np.ndarray, bool, int]:
     """Lawson-Hanson on min_{lam >= 0} 0.5 lam^T A lam + lam^T A u; returns (u + lam, ...)."""
-    k = a.shape[0]
-    rhs = -(a @ u)
-    lam = np.zeros(k)
-    passive = np.zeros(k, dtype=bool)
     threshold = _ACTIVE * max(1.0, float(np.abs(u).sum()))
-    iterations = 0
-    for _ in range(3 * k):
-        grad = rhs - a @ lam
-        candidates = np.where(~passive, grad, -np.inf)
-        j = int(np.argmax(candidates))
-        if candidates[j] <= threshold:
-            break
-        passive[j] = True
-        iterations += 1
-        s = _subproblem(a, rhs, passive)
-        for _ in range(3 * k):
-            if np.all(s[passive] > 0.0):
-                break
-            iterations += 1
-            blocking = passive & (s <= 0.0)
-            ratios = lam[blocking] / np.maximum(lam[blocking] - s[blocking], 1e-300)
-            step = float(np.min(ratios)) if ratios.size else 0.0
-            lam = lam + step * (s - lam)
-            passive &= lam > 0.0
-            lam[~passive] = 0.0
-            s = _subproblem(a, rhs, passive)
-        lam = np.maximum(s, 0.0)
-    v = u + lam
-    return v, _kkt_holds(a, u, lam, tol), iterations
-
-
-def _subproblem(a: np.ndarray, rhs: np.ndarray, passive: np.ndarray) -> np.ndarray:
-    """The unconstrained minimizer on the passive set (zero elsewhere)."""
-    s = np.zeros(a.shape[0])
-    idx = np.flatnonzero(passive)
-    app = a[np.ix_(idx, idx)]
-    try:
-        s[idx] = np.linalg.solve(app, rhs[idx])
-    except np.linalg.LinAlgError:
-        s[idx] = np.linalg.lstsq(app, rhs[idx], rcond=None)[0]
-    if not np.all(np.isfinite(s[idx])):
-        s[idx] = np.linalg.lstsq(app, rhs[idx], rcond=None)[0]
-    return s
+    lam, iterations = nonnegative_quadratic(
+        a, -(a @ u), enter_tol=threshold, keep_tol=0.0, max_outer=3 * a.shape[0]
+    )
+    return u + lam, _kkt_holds(a, u, lam, tol), iterations
 
 
 def _kkt_holds(a: np.ndarray, u: np.ndarray, lam: np.ndarray, tol: float) -> bool:

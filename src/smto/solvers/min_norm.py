@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from smto.solvers.active_set import nonnegative_quadratic, passive_minimizer
+
 __all__ = ["min_norm_weights", "solve_min_norm"]
 
 
@@ -129,53 +131,20 @@ def _active_set(a: np.ndarray, support: np.ndarray | None) -> tuple[np.ndarray, 
         # Warm start: shrink the guessed support until its subproblem solution is positive,
         # which gives a feasible starting point of the same form as the method's iterates.
         passive = np.asarray(support, dtype=bool).copy()
-        s = _subproblem(b, c, passive)
+        s = passive_minimizer(b, c, passive)
         while passive.any() and not np.all(s[passive] > eps):
             iterations += 1
             passive &= s > eps
-            s = _subproblem(b, c, passive)
+            s = passive_minimizer(b, c, passive)
         u = s
-    for _ in range(10 * k):
-        grad = c - b @ u
-        candidates = np.where(~passive, grad, -np.inf)
-        j = int(np.argmax(candidates))
-        if candidates[j] <= eps:
-            break
-        passive[j] = True
-        iterations += 1
-        s = _subproblem(b, c, passive)
-        for _ in range(3 * k):
-            if np.all(s[passive] > eps):
-                break
-            iterations += 1
-            blocking = passive & (s <= eps)
-            ratios = u[blocking] / np.maximum(u[blocking] - s[blocking], 1e-300)
-            step = float(np.min(ratios)) if ratios.size else 0.0
-            u = u + step * (s - u)
-            passive &= u > eps
-            u[~passive] = 0.0
-            s = _subproblem(b, c, passive)
-        u = s
-    u = np.maximum(u, 0.0)
+    u, more = nonnegative_quadratic(
+        b, c, enter_tol=eps, keep_tol=eps, max_outer=10 * k, u=u, passive=passive
+    )
+    iterations += more
     total = float(u.sum())
     if not np.isfinite(total) or total <= 0.0:
         return np.full(k, 1.0 / k), iterations
     return u / total, iterations
-
-
-def _subproblem(b: np.ndarray, c: np.ndarray, passive: np.ndarray) -> np.ndarray:
-    """The unconstrained minimizer on the passive set (zero elsewhere)."""
-    s = np.zeros(b.shape[0])
-    idx = np.flatnonzero(passive)
-    if idx.size:
-        bpp = b[idx][:, idx]
-        try:
-            s[idx] = np.linalg.solve(bpp, c[idx])
-        except np.linalg.LinAlgError:
-            s[idx] = np.linalg.lstsq(bpp, c[idx], rcond=None)[0]
-        if not np.all(np.isfinite(s[idx])):
-            s[idx] = np.linalg.lstsq(bpp, c[idx], rcond=None)[0]
-    return s
 
 
 def _project_simplex(v: np.ndarray) -> np.ndarray:
