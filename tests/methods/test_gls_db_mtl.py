@@ -92,31 +92,6 @@ def test_db_mtl_resumes_its_ema_exactly():
     )
 
 
-@pytest.mark.parametrize("name", ["gls", "db_mtl"])
-def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, name):
-    from smto.train import RunConfig, train
-
-    config = RunConfig(
-        problem="toy_regression", tasks="T1_T2", batch_size=64, lr=3e-3, method=name, epochs=3
-    )
-    full = train(config, tmp_path / "full")
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_one(record):
-        if len(record.history) == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(config, tmp_path / "cut", on_epoch_end=stop_after_one)
-    resumed = train(config, tmp_path / "cut")
-    times = ("seconds", "train_seconds")
-    assert [{k: v for k, v in e.items() if k not in times} for e in resumed.history] == [
-        {k: v for k, v in e.items() if k not in times} for e in full.history
-    ]
-
-
 def test_si_mtl_scales_this_steps_log_loss_gradients_to_the_largest_norm():
     """SI-MTL (DB-MTL's first version): no EMA, every step on its own."""
     method = smto.create("si_mtl", 2)

@@ -70,34 +70,3 @@ def test_bad_hyperparameters_are_clear_errors():
         smto.create("stch", 2, mu=0.0)
     with pytest.raises(ValueError, match="warmup_epochs"):
         smto.create("stch", 2, warmup_epochs=-1)
-
-
-def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path):
-    from smto.train import RunConfig, train
-
-    config = RunConfig(
-        problem="toy_regression",
-        tasks="T1_T2",
-        batch_size=64,
-        lr=3e-3,
-        method="stch",
-        method_params={"warmup_epochs": 1},
-        epochs=4,
-    )
-    full = train(config, tmp_path / "full")
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record):
-        if len(record.history) == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(config, tmp_path / "cut", on_epoch_end=stop_after_two)
-    resumed = train(config, tmp_path / "cut")
-    times = ("seconds", "train_seconds")
-    strip = [{k: v for k, v in e.items() if k not in times} for e in resumed.history]
-    assert strip == [{k: v for k, v in e.items() if k not in times} for e in full.history]
-    late, early = full.history[3]["weights"], full.history[0]["weights"]
-    assert late != early  # the scalarization took over after the warm-up

@@ -56,13 +56,31 @@ def test_same_seed_gives_identical_histories(tmp_path):
     assert history_without_times(other) != history_without_times(a)
 
 
+WEIGHTS_FROM_STATE = {"famo", "dwa", "uw", "auto_lambda", "stch", "gradnorm"}
+"""Methods whose task weights come from their own learned or per-epoch state."""
+
+
 class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["famo", "dwa", "pcgrad", "uw", "rotograd", "auto_lambda"])
-def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, method):
-    config = RunConfig(**TOY, method=method, epochs=4, dropout=0.1)
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("famo", {}),
+        ("dwa", {}),
+        ("pcgrad", {}),
+        ("uw", {}),
+        ("rotograd", {}),
+        ("auto_lambda", {}),
+        ("gls", {}),
+        ("db_mtl", {}),
+        ("stch", {"warmup_epochs": 1}),  # the scalarization takes over in epoch 2
+        ("gradnorm", {}),  # learned weights from epoch 1
+    ],
+)
+def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, method, params):
+    config = RunConfig(**TOY, method=method, method_params=params, epochs=4, dropout=0.1)
     full = train(config, tmp_path / "full")
 
     def stop_after_two(record):
@@ -76,6 +94,8 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, method):
     assert resumed.status == "completed"
     assert history_without_times(resumed) == history_without_times(full)
     assert resumed.best_test == full.best_test
+    if method in WEIGHTS_FROM_STATE:  # the resumed epochs are ones the state has moved
+        assert full.history[3]["weights"] != full.history[0]["weights"]
 
 
 def test_an_interrupted_run_is_recorded_as_such(tmp_path):
