@@ -7,10 +7,12 @@ from typing import Any
 from smto.errors import ConfigError
 from smto.problems.base import SPLITS, Batch, Meter, Metric, Problem, parse_tasks
 from smto.problems.multi_mnist import MultiMNIST
+from smto.problems.qm9 import QM9
 from smto.problems.toy import ToyRegression
 
 PROBLEMS: dict[str, type[Problem]] = {
     MultiMNIST.name: MultiMNIST,
+    QM9.name: QM9,
     ToyRegression.name: ToyRegression,
 }
 
@@ -40,6 +42,7 @@ def create_problem(name: str, tasks: Any, **options: Any) -> Problem:
 
 __all__ = [
     "PROBLEMS",
+    "QM9",
     "SPLITS",
     "Batch",
     "Meter",
