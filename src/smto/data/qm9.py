@@ -381,17 +381,21 @@ def _read_qm9pack(files: Sequence[Path]):
 
 
 @contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silences C-level writes to stdout (RDKit's extended Hueckel code prints warnings)."""
+def _quiet_c_output() -> Iterator[None]:
+    """Silences C-level writes to stdout and stderr (RDKit's extended Hueckel code prints a
+    warning per short bond); Python exceptions still propagate."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
             yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def perceive(elements: Sequence[str], xyz: np.ndarray, smiles: str | None = None):
@@ -420,7 +424,7 @@ def perceive(elements: Sequence[str], xyz: np.ndarray, smiles: str | None = None
     if smiles is not None:
         hueckel = chem.MolFromXYZBlock(block)
         try:
-            with _quiet_stdout():
+            with _quiet_c_output():
                 determine.DetermineConnectivity(hueckel, useHueckel=True)
             determine.DetermineBondOrders(hueckel, charge=0)
             if _same_as_smiles(chem, hueckel, smiles):
