@@ -106,9 +106,12 @@ def _config_from_args(args: argparse.Namespace, method: str):
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {args.out} is a file: name a directory for the run records")
     reference = _load_reference(args.reference) if args.reference else None
+    from smto.problems import problem_class
+
+    tasks = args.tasks if args.tasks is not None else problem_class(args.problem).default_tasks()
     return RunConfig(
         problem=args.problem,
-        tasks=args.tasks,
+        tasks=tasks,
         method=method,
         method_params=_parse_assignments(args.param, "--param"),
         problem_options=_parse_assignments(args.problem_option, "--problem-option"),
@@ -189,9 +192,9 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
     )
     add(
         "--tasks",
-        default=defaults.get("tasks", "CL_RR"),
+        default=defaults.get("tasks"),
         help="tasks joined by '_', e.g. CL_RR; one task for single-task training "
-        "(default %(default)s)",
+        "(default: the problem's own, CL_RR for multi_mnist, the study's 11 targets for qm9)",
     )
     add(
         "--param",

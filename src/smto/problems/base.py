@@ -120,6 +120,12 @@ class Problem(ABC):
         return {k: p.default for k, p in params.items() if k not in ("self", "tasks")}
 
     @classmethod
+    def default_tasks(cls) -> str:
+        """The tasks a problem is built with when none are named, joined by '_'."""
+        default = inspect.signature(cls.__init__).parameters["tasks"].default
+        return default if isinstance(default, str) else "_".join(default)
+
+    @classmethod
     def options_with_defaults(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """``options`` over the defaults; ConfigError for an option the problem lacks."""
         defaults = cls.option_defaults()
