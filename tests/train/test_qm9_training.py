@@ -164,3 +164,39 @@ def test_smto_train_problem_qm9_trains_the_study_targets(small, tmp_path, capsys
     assert code == 0
     (run,) = tmp_path.glob("qm9-*")
     assert run.name.startswith("qm9-" + "_".join(STUDY_TARGETS) + "-unit_scal-")
+
+
+def test_smto_report_on_qm9_runs(small, tmp_path):
+    from smto.cli import main
+    from smto.evaluation.reference import single_task_reference
+    from smto.train import load_run
+    from smto.train.records import find_runs
+
+    root = tmp_path / "runs"
+    base = {
+        "problem": "qm9",
+        "epochs": 1,
+        "batch_size": 100,
+        "problem_options": {"split": "seed", "limits": [200, 100, 100]},
+    }
+    problems = {}
+
+    def run(tasks: str, **extra) -> None:
+        if tasks not in problems:
+            problems[tasks] = QM9(tasks, split="seed", limits=(200, 100, 100))
+        train(RunConfig(tasks=tasks, **base, **extra), root, problem=problems[tasks])
+
+    for task in ("mu", "homo"):
+        run(task)
+    reference = single_task_reference([load_run(d) for d in find_runs(root)])
+    for method in ("unit_scal", "nash_mtl"):
+        for seed in (0, 1):
+            run("mu_homo", method=method, seed=seed, reference=reference.val)
+    out = tmp_path / "report"
+    assert (
+        main(["report", str(root), "--problem", "qm9", "--tasks", "mu_homo", "--out", str(out)])
+        == 0
+    )
+    metrics = (out / "test_metrics.md").read_text().splitlines()
+    assert metrics[0] == "| Method | mu ↓ | homo ↓ | Δm (%) ↑ | MR ↓ |"
+    assert any(line.startswith("| Nash-MTL") for line in metrics), metrics
