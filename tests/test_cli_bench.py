@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import smto
-from smto.bench.cli import WORKLOAD_NAMES
+from smto.bench.cli import DEFAULT_WORKLOADS, WORKLOAD_NAMES, build_parser, selected_workloads
 from smto.bench.step import WORKLOADS, format_table, lenet_workload, run_benchmark
 from smto.cli import main
 
@@ -39,7 +39,17 @@ def test_the_command_offers_exactly_the_benchmark_workloads():
     assert tuple(WORKLOADS) == WORKLOAD_NAMES
 
 
-@pytest.mark.parametrize(("name", "n_tasks"), [("lenet4", 4), ("heavy_heads", 3)])
+def test_one_or_more_models_are_chosen_and_all_leaves_out_the_pyg_reference():
+    parse = build_parser().parse_args
+    assert parse(["step"]).model == ["all"]
+    assert parse(["step", "--model", "lenet"]).model == ["lenet"]
+    assert parse(["step", "--models", "mpnn", "mpnn_pyg"]).model == ["mpnn", "mpnn_pyg"]
+    assert selected_workloads(["all"]) == list(DEFAULT_WORKLOADS)
+    assert "mpnn_pyg" not in DEFAULT_WORKLOADS and set(DEFAULT_WORKLOADS) < set(WORKLOAD_NAMES)
+    assert selected_workloads(["mpnn_pyg", "all", "mpnn"]) == ["mpnn_pyg", *DEFAULT_WORKLOADS]
+
+
+@pytest.mark.parametrize(("name", "n_tasks"), [("lenet4", 4), ("heavy_heads", 3), ("mpnn", 11)])
 def test_workloads_train_every_head(name, n_tasks):
     workload = WORKLOADS[name](4, "cpu")
     assert workload.n_tasks == n_tasks
@@ -49,6 +59,22 @@ def test_workloads_train_every_head(name, n_tasks):
     assert losses.shape == (n_tasks,)
     losses.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_the_two_mpnn_workloads_are_one_model_on_one_batch():
+    """mpnn (the fast encoder) and mpnn_pyg (PyG's layers): under one seed, the same
+    weights and the same losses."""
+    pytest.importorskip("torch_geometric")
+    import torch
+
+    losses = []
+    for name in ("mpnn", "mpnn_pyg"):
+        workload = WORKLOADS[name](4, "cpu")
+        assert workload.name == name
+        torch.manual_seed(0)
+        model = workload.make_model()
+        losses.append(workload.losses(model(workload.inputs)[1]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
 
 
 def test_train_command_runs_and_resumes(tmp_path, capsys):

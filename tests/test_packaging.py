@@ -186,7 +186,12 @@ PROBE = textwrap.dedent(
 
     def mpnn():
         from smto.models.mpnn import qm9_mpnn
-        qm9_mpnn()
+        qm9_mpnn(implementation="pyg")
+
+    def fast_mpnn():
+        from smto.data.molecules import random_molecules
+        from smto.models.mpnn import qm9_mpnn
+        qm9_mpnn()(random_molecules(3, (2, 5)))
 
     def load_runs():
         from smto.train import load_runs
@@ -202,6 +207,7 @@ PROBE = textwrap.dedent(
     probe("figures", figures)
     probe("sweep", sweep_storage)
     probe("mpnn", mpnn)
+    probe("fast mpnn", fast_mpnn)
     print(json.dumps(results))
     """
 )
@@ -227,6 +233,11 @@ def without_extras() -> dict[str, str | None]:
 def test_the_library_works_with_only_torch_numpy_and_scipy(without_extras):
     """import smto and its packages, create every method, train a short run."""
     assert without_extras["core"] is None, without_extras["core"]
+
+
+def test_the_fast_mpnn_needs_no_torch_geometric(without_extras):
+    """qm9_mpnn's default (the dense encoder) builds and runs without the graph extra."""
+    assert without_extras["fast mpnn"] is None, without_extras["fast mpnn"]
 
 
 @pytest.mark.parametrize(

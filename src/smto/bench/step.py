@@ -1,9 +1,9 @@
 """The step benchmark: one training step of every method, against two baselines.
 
-For each model (the Multi-MNIST LeNet, K = 2; the QM9 MPNN, K = 11) it times a full step
-(the engine's training step: zero_grad, forward, the method's backward, Adam step, and
-the extra work some methods declare: Auto-Lambda's meta step, FAMO's second forward) and reports
-the median over repeats and two ratios measured in the same run:
+For each model (the Multi-MNIST LeNet, K = 2; the QM9 MPNN, K = 11, and its PyG-layer
+reference) it times a full step (the engine's training step: zero_grad, forward, the method's
+backward, Adam step, and the extra work some methods declare: Auto-Lambda's meta step, FAMO's
+second forward) and reports the median over repeats and two ratios measured in the same run:
 
 * to Unit. Scal. (forward + one backward + step), the target for loss-based methods;
 * to the Jacobian floor: forward + the fastest exact K-task Jacobian of the shared parameters
@@ -116,11 +116,17 @@ def heavy_heads_workload(batch_size: int = 256, device: str = "cpu") -> Workload
     return Workload("heavy_heads", make_model, x, losses, n_tasks=3)
 
 
-def mpnn_workload(batch_size: int = 16, device: str = "cpu") -> Workload:
-    """The QM9 MPNN with 11 targets (K = 11), random complete graphs of 18 atoms."""
-    from smto.models.mpnn import QM9_TARGETS, qm9_mpnn, random_molecules
+def mpnn_workload(
+    batch_size: int = 16, device: str = "cpu", implementation: str = "fast"
+) -> Workload:
+    """The QM9 MPNN with 11 targets (K = 11) on random molecules of 9 to 27 atoms (QM9's
+    mean is 18): the fast dense encoder, or with ``implementation="pyg"`` the PyG-layer
+    reference (given the batch already converted to PyG's layout)."""
+    from smto.data.molecules import random_molecules
+    from smto.models.mpnn import QM9_TARGETS, qm9_mpnn
 
-    data = random_molecules(batch_size, n_atoms=18, seed=0, device=device)
+    data = random_molecules(batch_size, (9, 27), seed=0, device=device)
+    inputs = data.to_pyg() if implementation == "pyg" else data
     targets = torch.randn(batch_size, len(QM9_TARGETS), generator=torch.Generator().manual_seed(0))
     targets = targets.to(device)
 
@@ -128,7 +134,14 @@ def mpnn_workload(batch_size: int = 16, device: str = "cpu") -> Workload:
         # One loss per head, stacked: the engine then traverses each head once.
         return torch.stack([((o - targets[:, i]) ** 2).mean() for i, o in enumerate(out.values())])
 
-    return Workload("mpnn", lambda: qm9_mpnn().to(device), data, losses, len(QM9_TARGETS))
+    name = "mpnn" if implementation == "fast" else f"mpnn_{implementation}"
+    return Workload(
+        name,
+        lambda: qm9_mpnn(implementation=implementation).to(device),
+        inputs,
+        losses,
+        len(QM9_TARGETS),
+    )
 
 
 WORKLOADS: dict[str, Callable[..., Workload]] = {
@@ -138,6 +151,7 @@ WORKLOADS: dict[str, Callable[..., Workload]] = {
     ),
     "heavy_heads": heavy_heads_workload,
     "mpnn": mpnn_workload,
+    "mpnn_pyg": lambda batch_size=16, device="cpu": mpnn_workload(batch_size, device, "pyg"),
 }
 """The step benchmark's models by name: each takes (batch_size, device)."""
 
