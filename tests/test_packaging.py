@@ -27,6 +27,8 @@ OPTIONAL = {
     "sqlalchemy": "sweep",
     "psycopg2": "sweep",
     "torch_geometric": "graph",
+    "rdkit": "qm9",
+    "qm9pack": "qm9",
     "torchjd": "test",
 }
 
@@ -68,8 +70,11 @@ def test_the_extras_install_what_the_optional_code_needs():
     extras = _pyproject()["project"]["optional-dependencies"]
     assert {"pandas", "tqdm"} <= _extra_packages(extras, "bench")
     assert "optuna" in _extra_packages(extras, "sweep")
+    assert {"rdkit", "qm9pack", "torch-geometric"} <= _extra_packages(extras, "qm9")
     for extra in ("test", "dev"):  # what scripts/env.sh installs
-        assert {"pandas", "tqdm", "optuna", "matplotlib"} <= _extra_packages(extras, extra)
+        assert {"pandas", "tqdm", "optuna", "matplotlib", "rdkit", "qm9pack"} <= _extra_packages(
+            extras, extra
+        )
 
 
 def test_the_tested_torch_is_in_the_declared_range():
@@ -193,6 +198,10 @@ PROBE = textwrap.dedent(
         from smto.models.mpnn import qm9_mpnn
         qm9_mpnn()(random_molecules(3, (2, 5)))
 
+    def qm9_build():
+        from smto.data.qm9 import build_from_qm9pack
+        build_from_qm9pack(limit=1)
+
     def load_runs():
         from smto.train import load_runs
         with tempfile.TemporaryDirectory() as root:
@@ -203,6 +212,7 @@ PROBE = textwrap.dedent(
     probe("smto.report.tables", lambda: __import__("smto.report.tables"))
     probe("smto.report.Table", lambda: __import__("smto.report", fromlist=["Table"]).Table)
     probe("load_runs", load_runs)
+    probe("qm9 build", qm9_build)
     probe("train progress", train_progress)
     probe("figures", figures)
     probe("sweep", sweep_storage)
@@ -211,7 +221,10 @@ PROBE = textwrap.dedent(
     print(json.dumps(results))
     """
 )
-BLOCKED = ("pandas", "tqdm", "PIL", "matplotlib", "optuna", "psycopg2", "torch_geometric")
+BLOCKED = (
+    "pandas", "tqdm", "PIL", "matplotlib", "optuna", "psycopg2", "torch_geometric", "rdkit",
+    "qm9pack",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +263,7 @@ def test_the_fast_mpnn_needs_no_torch_geometric(without_extras):
         ("train progress", "bench"),
         ("figures", "plots"),
         ("sweep", "sweep"),
+        ("qm9 build", "qm9"),
         ("mpnn", "graph"),
     ],
 )

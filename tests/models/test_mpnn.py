@@ -251,7 +251,7 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match=r"unknown MPNN implementation 'dense'; valid .*'pyg'"):
         qm9_mpnn(implementation="dense")
     with pytest.raises(ValueError, match="unknown QM9 targets"):
-        qm9_mpnn(("U0",))
+        qm9_mpnn(("U0_atom",))
     with pytest.raises(ValueError, match="size_groups must be at least 1"):
         FastMPNNEncoder(size_groups=0)
 

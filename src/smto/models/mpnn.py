@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from smto._optional import require
 from smto.data.molecules import EDGE_FEATURES, NODE_FEATURES, Molecules
+from smto.data.qm9 import TARGETS
 from smto.models.base import SharedEncoderModel
 
 # Task names as in the main study's code (no underscores: "_" joins task names).
@@ -322,13 +323,14 @@ class ScalarHead(nn.Module):
 def qm9_mpnn(
     targets: tuple[str, ...] = QM9_TARGETS, dim: int = 64, implementation: str = "fast"
 ) -> SharedEncoderModel:
-    """The MPNN with one linear head per QM9 target; ``implementation`` "fast"
+    """The MPNN with one linear head per QM9 target (any of PyG's 19, by the study's names:
+    :data:`smto.data.qm9.TARGETS`; by default the study's 11); ``implementation`` "fast"
     (:class:`FastMPNNEncoder`, plain torch, reads :class:`~smto.data.molecules.Molecules`)
     or "pyg" (:class:`PyGMPNNEncoder`, the PyG-layer reference; needs the ``graph``
     extra). Under one seed both build the same weights."""
-    unknown = [t for t in targets if t not in QM9_TARGETS]
+    unknown = [t for t in targets if t not in TARGETS]
     if unknown:
-        raise ValueError(f"unknown QM9 targets {unknown}; valid targets: {QM9_TARGETS}")
+        raise ValueError(f"unknown QM9 targets {unknown}; valid targets: {TARGETS}")
     if implementation == "fast":
         encoder: nn.Module = FastMPNNEncoder(dim=dim)
     elif implementation == "pyg":
