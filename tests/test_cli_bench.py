@@ -35,6 +35,13 @@ def test_benchmark_rows_and_ratios():
     assert min(floors) == 1.0
 
 
+def test_the_floor_can_be_left_out():
+    timings = run_benchmark(lenet_workload(batch_size=4), [], repeats=1, warmup=0, floor=())
+    assert [t.method for t in timings] == ["unit_scal"]
+    (row,) = [line for line in format_table(timings).splitlines() if "| Unit. Scal. |" in line]
+    assert row.split("|")[5].strip() == "1.00" and row.split("|")[6].strip() == "-"
+
+
 def test_the_command_offers_exactly_the_benchmark_workloads():
     assert tuple(WORKLOADS) == WORKLOAD_NAMES
 

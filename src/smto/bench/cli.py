@@ -55,6 +55,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
             args.device,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
             peers=args.peers == "torchjd",
+            floor={"both": ("sequential", "batched"), "none": ()}.get(args.floor, (args.floor,)),
         )
     print(format_table(timings))
     if "nash_mtl" in methods:
@@ -102,6 +103,13 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         default=16,
         help="molecules per batch of mpnn and mpnn_pyg (the study uses 120; 16 keeps CPU runs "
         "short)",
+    )
+    step.add_argument(
+        "--floor",
+        choices=("both", "sequential", "batched", "none"),
+        default="both",
+        help="the Jacobian strategies the floor is timed with (default both: the faster is the "
+        "floor; none skips it, e.g. for mpnn_pyg at the study's batch)",
     )
     step.add_argument(
         "--repeats",

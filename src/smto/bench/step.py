@@ -32,6 +32,8 @@ from smto.models.base import SharedEncoderModel
 from smto.train.step import training_step
 
 FLOOR = "Jacobian floor"
+FLOOR_MODES = ("sequential", "batched")
+"""The Jacobian strategies the floor is timed with (the faster one is the floor)."""
 
 
 class _MeanOfJacobian(GradientMethod):
@@ -209,20 +211,21 @@ def run_benchmark(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
     peers: bool = False,
+    floor: Sequence[str] = FLOOR_MODES,
 ) -> list[Timing]:
-    """Times the floor (both Jacobian strategies), Unit. Scal. and each method; with
-    ``peers``, also torchjd's aggregator of each method that torchjd has
-    (:mod:`smto.bench.peers`), in the same step.
+    """Times the floor (with each Jacobian strategy of ``floor``; none when empty), Unit.
+    Scal. and each method; with ``peers``, also torchjd's aggregator of each method that
+    torchjd has (:mod:`smto.bench.peers`), in the same step.
 
     The steps are interleaved (one step of every method per round), so that a slow phase of
     a noisy machine affects all methods alike and the ratios stay comparable.
     """
     entries: list[tuple[str, str, str, Stepper]] = []
-    for mode in ("sequential", "batched"):
-        floor = _MeanOfJacobian(workload.n_tasks)
-        floor.engine = GradientEngine(mode)
+    for mode in floor:
+        mean = _MeanOfJacobian(workload.n_tasks)
+        mean.engine = GradientEngine(mode)
         entries.append(
-            (f"floor:{mode}", f"{FLOOR} ({mode})", "params", Stepper(workload, floor, device))
+            (f"floor:{mode}", f"{FLOOR} ({mode})", "params", Stepper(workload, mean, device))
         )
     for name in ["unit_scal", *[m for m in methods if m != "unit_scal"]]:
         method = registry.create(name, workload.n_tasks)
@@ -256,10 +259,11 @@ def format_table(timings: Sequence[Timing]) -> str:
     for workload in dict.fromkeys(t.workload for t in timings):
         rows = [t for t in timings if t.workload == workload]
         unit = next(t.median_s for t in rows if t.method == "unit_scal")
-        floor = min(t.median_s for t in rows if t.method.startswith("floor:"))
+        floors = [t.median_s for t in rows if t.method.startswith("floor:")]
         for t in rows:
+            to_floor = f"{t.median_s / min(floors):.2f}" if floors else "-"
             lines.append(
                 f"| {workload} | {t.display_name} | {t.space} | {t.median_s * 1e3:.1f} | "
-                f"{t.median_s / unit:.2f} | {t.median_s / floor:.2f} |"
+                f"{t.median_s / unit:.2f} | {to_floor} |"
             )
     return "\n".join(lines)

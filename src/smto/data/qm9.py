@@ -588,13 +588,14 @@ def load_from_pyg(root: str | os.PathLike[str], download: bool = True) -> QM9Dat
     )
 
 
-def _auto_source(root: str | os.PathLike[str] | None) -> str:
+def _auto_source(root: str | os.PathLike[str] | None, pyg_root: Path) -> str:
     """ "pyg" for a processed PyG root, "qm9pack" for qm9pack's files (in ``root`` or
     installed), "pyg" (to download) otherwise."""
+    if (pyg_root / "processed" / "data_v3.pt").is_file():
+        return "pyg"
     if root is None:
         return "qm9pack" if find_spec("qm9pack") is not None else "pyg"
-    folder = Path(root).expanduser()
-    return "qm9pack" if (folder / "qm9_part1.csv").is_file() else "pyg"
+    return "qm9pack" if (Path(root).expanduser() / "qm9_part1.csv").is_file() else "pyg"
 
 
 def _cache_key(files: Sequence[Path], limit: int | None) -> str:
@@ -626,8 +627,9 @@ def load_qm9(
     * ``"qm9pack"``: the offline build, from ``root`` (a folder with qm9pack's
       ``qm9_part{1,2,3}.csv``) or the installed qm9pack package, cached in ``cache_dir``
       (default ``paths.cache_dir``) and rebuilt, with a warning, when the cache is corrupt;
-    * ``"auto"``: ``"pyg"`` when ``root`` holds a processed PyG QM9, else ``"qm9pack"`` when
-      qm9pack is installed, else ``"pyg"``.
+    * ``"auto"``: ``"pyg"`` when the PyG root (``root``, default ``<data dir>/QM9``) holds a
+      processed PyG QM9, else ``"qm9pack"`` when qm9pack is installed (or ``root`` holds its
+      files), else ``"pyg"``.
 
     ``limit`` keeps the first molecules only (the offline build then builds only those).
     """
@@ -635,11 +637,11 @@ def load_qm9(
         raise ConfigError(f"source must be 'auto', 'pyg' or 'qm9pack', got {source!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+    pyg_root = Path(root).expanduser() if root is not None else paths.data_dir(data_dir) / "QM9"
     if source == "auto":
-        source = _auto_source(root)
+        source = _auto_source(root, pyg_root)
     if source == "pyg":
-        base = Path(root) if root is not None else paths.data_dir(data_dir) / "QM9"
-        data = load_from_pyg(base, download=download)
+        data = load_from_pyg(pyg_root, download=download)
         return data.subset(range(min(limit, len(data)))) if limit is not None else data
 
     files = qm9pack_files(root)

@@ -49,11 +49,11 @@ class QM9(Problem):
 
     Args:
         tasks: e.g. "mu_alpha" or the study's 11 (the default).
-        data_dir: the data directory (the split file is ``seed_splits/QM9/indices.txt`` in it;
-            a PyG root defaults to ``QM9`` in it); default ``SMTO_DATA``, else the user cache.
+        data_dir: the data directory: PyG's QM9 root is ``QM9`` in it, the split file
+            ``seed_splits/QM9/indices.txt``; default ``SMTO_DATA``, else the user cache (the
+            offline build is cached in smto's cache directory).
         source: "pyg" (PyTorch Geometric's QM9), "qm9pack" (the offline build) or "auto"
             (see :func:`smto.data.qm9.load_qm9`).
-        root: the PyG QM9 root, or a folder of qm9pack's CSV files.
         split: "original" (the study's index file, from ``split_file`` or the data
             directory) or "seed" (the study's loader without that file:
             ``random.Random(seed)`` shuffling the molecules).
@@ -63,7 +63,6 @@ class QM9(Problem):
             runs (standardization still uses the whole dataset).
         model: "fast" (smto's exact dense MPNN) or "pyg" (PyG's NNConv/Set2Set layers).
         download: let PyG download QM9 when its root is empty.
-        cache_dir: where the offline build is cached (default: smto's cache directory).
     """
 
     name = "qm9"
@@ -74,34 +73,28 @@ class QM9(Problem):
         tasks: Sequence[str] | str = STUDY_TARGETS,
         data_dir: str | PathLike[str] | None = None,
         source: str = "auto",
-        root: str | PathLike[str] | None = None,
         split: str = "original",
         split_file: str | PathLike[str] | None = None,
         seed: int = 0,
         limits: Sequence[int | None] = (None, None, None),
         model: str = "fast",
         download: bool = True,
-        cache_dir: str | PathLike[str] | None = None,
     ) -> None:
         super().__init__(tasks)
         self.check_options(
             source=source,
-            root=root,
             split=split,
             split_file=split_file,
             seed=seed,
             limits=limits,
             model=model,
             download=download,
-            cache_dir=cache_dir,
         )
         from smto.data import paths
         from smto.data import qm9 as qm9_data
 
         self.model_kind = model
-        data = qm9_data.load_qm9(
-            source, root, data_dir=data_dir, cache_dir=cache_dir, download=download
-        )
+        data = qm9_data.load_qm9(source, data_dir=data_dir, download=download)
         if split == "original":
             path = (
                 Path(split_file).expanduser()
@@ -143,7 +136,7 @@ class QM9(Problem):
             )
         if values["split"] == "seed" and values["split_file"] is not None:
             raise ConfigError("split_file is read only with split='original'; drop it")
-        for name in ("data_dir", "root", "split_file", "cache_dir"):
+        for name in ("data_dir", "split_file"):
             if values[name] is not None and not isinstance(values[name], (str, PathLike)):
                 raise ConfigError(f"{name} must be a path, got {values[name]!r}")
         if not isinstance(values["download"], bool):
