@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from smto.data import multi_mnist as mm
+from smto.data import npz_cache
 from smto.data.multi_mnist import load_multi_mnist
 
 Arrays = dict[str, np.ndarray]
@@ -91,15 +92,15 @@ def test_forged_cache_is_detected_and_rebuilt(
 
 def test_checksum_covers_names_dtypes_shapes_and_bytes():
     base = {"a": np.arange(6, dtype=np.int64), "b": np.array("key")}
-    same = mm._content_checksum({"b": np.array("key"), "a": np.arange(6, dtype=np.int64)})
-    assert mm._content_checksum(base) == same
+    same = npz_cache.content_checksum({"b": np.array("key"), "a": np.arange(6, dtype=np.int64)})
+    assert npz_cache.content_checksum(base) == same
     variants = [
         {**base, "a": np.arange(6, dtype=np.int64).reshape(2, 3)},
         {**base, "a": np.arange(6, dtype=np.int64).view(np.uint64)},
         {"c": base["a"], "b": base["b"]},
         {**base, "a": np.array([0, 1, 2, 3, 4, 6], dtype=np.int64)},
     ]
-    digests = {mm._content_checksum(v) for v in variants}
+    digests = {npz_cache.content_checksum(v) for v in variants}
     assert len(digests) == len(variants) and same not in digests
 
 

@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ import torch
 from torch import Tensor
 
 from smto.data import mnist as mnist_mod
-from smto.data import paths
+from smto.data import npz_cache, paths
 from smto.errors import ConfigError, DataError, MissingError
 
 log = logging.getLogger(__name__)
@@ -246,28 +245,11 @@ def _cache_key(mode: str, seed: int | None, split_hash: str | None) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _content_checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over each array's name, dtype, shape and bytes, in name order.
-
-    Stored in the cache and verified on load: the zip CRC-32 only catches damage, while this
-    also catches arrays altered after the file was written (shifted labels, edited images).
-    About 0.07 s for the 111 MB cache of the full set.
-    """
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = arrays[name]
-        header = json.dumps([name, array.dtype.str, list(array.shape)])
-        digest.update(header.encode() + b"\0")
-        digest.update(np.ascontiguousarray(array))
-    return digest.hexdigest()
-
-
 def _cache_members(
-    key: str, source: mnist_mod.MNIST, built: Mapping[str, Mapping[str, np.ndarray]]
+    source: mnist_mod.MNIST, built: Mapping[str, Mapping[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
-    """The arrays stored in a cache file, by member name (without the checksum)."""
+    """The arrays stored in a cache file, by member name (besides the key and checksum)."""
     arrays = {
-        "key": np.array(key),
         "train_source": source.train_images,
         "train_source_labels": source.train_labels,
         "test_source": source.test_images,
@@ -280,17 +262,7 @@ def _cache_members(
 
 
 def _save_cache(path: Path, key: str, source: mnist_mod.MNIST, built: dict) -> None:
-    arrays = _cache_members(key, source, built)
-    arrays["checksum"] = np.array(_content_checksum(arrays))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        paths.set_default_mode(Path(tmp_name))
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    npz_cache.write_atomic(path, key, _cache_members(source, built))
 
 
 def _check_array(name: str, array: np.ndarray, shape: tuple[int, ...], dtype: type) -> None:
@@ -331,7 +303,7 @@ def _read_cache(path: Path, key: str) -> dict[str, np.ndarray]:
             raise DataError("it has no content checksum (written by an older smto)")
         stored = str(z["checksum"])
         arrays = {name: z[name] for name in _MEMBERS}
-    if _content_checksum(arrays) != stored:
+    if npz_cache.content_checksum(arrays) != stored:
         raise DataError(
             "its content checksum does not match its arrays (altered after it was written)"
         )
