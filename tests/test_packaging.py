@@ -169,10 +169,10 @@ PROBE = textwrap.dedent(
             assert train(config, root).status == "completed"
 
     def train_progress():
-        from smto.cli import main
+        from smto.train import RunConfig, train
+        config = RunConfig(problem="toy_regression", tasks="T1_T2", epochs=1)
         with tempfile.TemporaryDirectory() as root:
-            main(["train", "--problem", "toy_regression", "--tasks", "T1_T2", "--epochs", "1",
-                  "--out", root])
+            train(config, root, progress=True)
 
     def figures():
         from pathlib import Path
@@ -213,6 +213,13 @@ PROBE = textwrap.dedent(
     probe("smto.report.Table", lambda: __import__("smto.report", fromlist=["Table"]).Table)
     probe("load_runs", load_runs)
     probe("qm9 build", qm9_build)
+
+    import contextlib, io
+    from smto.cli import main
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = main(["bench", "step", "--models", "mpnn_pyg", "--methods", "unit_scal"])
+    results["cli"] = [code, said.getvalue()]
     probe("train progress", train_progress)
     probe("figures", figures)
     probe("sweep", sweep_storage)
@@ -253,6 +260,13 @@ def test_the_fast_mpnn_needs_no_torch_geometric(without_extras):
     assert without_extras["fast mpnn"] is None, without_extras["fast mpnn"]
 
 
+def test_the_command_line_says_a_missing_extra_in_one_line(without_extras):
+    code, said = without_extras["cli"]
+    assert code == 2
+    assert said.startswith("smto: error: ") and said.count("\n") == 1, said
+    assert "pip install 'smto[graph]'" in said, said
+
+
 @pytest.mark.parametrize(
     ("probe", "extra"),
     [
@@ -270,5 +284,5 @@ def test_the_fast_mpnn_needs_no_torch_geometric(without_extras):
 def test_a_missing_extra_is_a_clear_error(without_extras, probe, extra):
     error = without_extras[probe]
     assert error is not None, f"{probe} worked without its extra"
-    assert error.startswith("ImportError: "), error
+    assert error.startswith("MissingExtraError: "), error
     assert f"pip install 'smto[{extra}]'" in error, error

@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from smto.errors import MissingExtraError
+
 
 def require(module: str, extra: str, needed_by: str) -> ModuleType:
     """The module ``module`` (e.g. "pandas", "tqdm.auto"), imported.
 
-    Without it, an ImportError that says what needs it and how to install it, e.g.
+    Without it, a :class:`~smto.errors.MissingExtraError` (an ImportError, and an error the
+    command line prints on one line) that says what needs it and how to install it, e.g.
     ``smto.report needs pandas: pip install 'smto[bench]'``; the original error is chained
     (and quoted when the package is there but fails to import).
     """
@@ -26,4 +29,4 @@ def require(module: str, extra: str, needed_by: str) -> ModuleType:
         message = f"{needed_by} needs {package}: pip install 'smto[{extra}]'"
         if getattr(error, "name", None) not in (package, module):
             message += f" ({error})"
-        raise ImportError(message, name=package) from error
+        raise MissingExtraError(message, name=package) from error

@@ -20,6 +20,11 @@ class SmtoError(Exception):
     """A failure the user can fix; its message says what is wrong and what to do."""
 
 
+class MissingExtraError(SmtoError, ImportError):
+    """An optional dependency (an extra of the package) that is not installed; the message
+    names the extra to install."""
+
+
 class ConfigError(SmtoError, ValueError):
     """An invalid option, configuration, hyperparameter or input file content."""
 

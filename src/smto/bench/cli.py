@@ -149,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``smto bench ARGV`` (e.g. ``["step", "--model", "lenet"]``); an invalid value
-    (an unknown method, a missing dataset) is a one-line error and exit status 2."""
+    (an unknown method, a missing dataset or extra) is a one-line error and exit status 2."""
+    from smto.errors import SmtoError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (SmtoError, ValueError, FileNotFoundError) as error:
         print(f"smto: error: {error}", file=sys.stderr)
         return 2

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from smto import registry
-from smto.errors import ConfigError, MissingError
+from smto.errors import ConfigError, MissingError, MissingExtraError
 from smto.problems import parse_tasks, problem_class
 from smto.sweep import space
 from smto.sweep.space import Dimension, Range
@@ -302,7 +302,7 @@ def _toml_loads(text: str) -> dict[str, Any]:
         try:
             import tomli as tomllib
         except ImportError:
-            raise ImportError(
+            raise MissingExtraError(
                 "reading sweep files on Python 3.10 needs: pip install tomli"
             ) from None
     try:

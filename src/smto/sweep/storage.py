@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smto._optional import require
-from smto.errors import ConfigError, DataError, MissingError, SmtoError
+from smto.errors import ConfigError, DataError, MissingError, MissingExtraError, SmtoError
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -63,7 +63,7 @@ def storage_url(url: str) -> str:
                 return "postgresql+psycopg://" + url[len(prefix) :]
             if importlib.util.find_spec("psycopg2") is not None:
                 return "postgresql+psycopg2://" + url[len(prefix) :]
-            raise ImportError(
+            raise MissingExtraError(
                 "a PostgreSQL storage needs a driver: pip install 'smto[sweep]' (psycopg2) "
                 "or pip install psycopg"
             )
