@@ -49,7 +49,7 @@ from torch import Tensor
 
 from smto._optional import require
 from smto.data import npz_cache, paths
-from smto.data.molecules import EDGE_FEATURES, Molecules
+from smto.data.molecules import Molecules
 from smto.errors import ConfigError, DataError, MissingError
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,6 @@ class PaddedQM9:
         onehot = torch.eye(len(BOND_TYPES) + 1)[self.bond_type[molecules, :n, :n].long()][..., 1:]
         pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool)
         edge_attr = torch.cat([onehot, distance.unsqueeze(-1)], dim=-1) * pair.unsqueeze(-1)
-        assert edge_attr.shape[-1] == EDGE_FEATURES
         return Molecules(self.x[molecules, :n], edge_attr, mask)
 
 
