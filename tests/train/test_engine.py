@@ -297,3 +297,17 @@ def test_a_kill_between_checkpoint_and_record_loses_nothing(tmp_path):
     resumed = train(config, tmp_path / "cut")
     assert history_without_times(resumed) == history_without_times(full)
     assert resumed.best_epoch == full.best_epoch
+
+
+def test_the_history_has_the_epoch_means_of_the_methods_diagnostics(tmp_path):
+    problem = ToyRegression(sizes=(256, 64, 64))
+    base = {"problem": "toy_regression", "tasks": "T1_T2", "epochs": 2, "batch_size": 64}
+    rotograd = train(RunConfig(method="rotograd", **base), tmp_path, problem=problem)
+    losses = [e["info"]["rotation_loss"] for e in rotograd.history]
+    assert all(math.isfinite(v) and v > 0 for v in losses)
+    nash = train(RunConfig(method="nash_mtl", **base), tmp_path, problem=problem)
+    for entry in nash.history:
+        assert entry["info"]["converged"] == 1.0  # 4 steps an epoch, each solved
+        assert entry["info"]["solver_iterations"] >= 1
+    unit = train(RunConfig(method="unit_scal", **base), tmp_path, problem=problem)
+    assert all(e["info"] == {} for e in unit.history)

@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,19 @@ class _EpochSums:
     losses: Tensor
     weights: Tensor
     steps: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    info_steps: dict[str, int] = field(default_factory=dict)
+
+    def add_info(self, info: dict[str, Any]) -> None:
+        """Adds one step's method diagnostics (``StepResult.info``: floats or 0-d tensors)."""
+        for key, value in info.items():
+            value = value.detach() if isinstance(value, Tensor) else float(value)
+            self.info[key] = self.info[key] + value if key in self.info else value
+            self.info_steps[key] = self.info_steps.get(key, 0) + 1
+
+    def info_means(self) -> dict[str, float]:
+        """Each diagnostic's mean over the steps that reported it."""
+        return {key: float(total) / self.info_steps[key] for key, total in self.info.items()}
 
 
 class _Run:
@@ -269,6 +282,7 @@ class _Run:
                 raise _DivergedAt(f"epoch {epoch}, step {step}: {error}", step) from None
             sums.losses += losses
             sums.weights += result.weights.to(sums.weights.dtype)
+            sums.add_info(result.info)
             sums.steps += 1
         if isinstance(method, EpochEnd):
             method.end_epoch()
@@ -307,6 +321,7 @@ class _Run:
             "epoch": epoch,
             "train_loss": dict(zip(tasks, (sums.losses / steps).tolist())),
             "weights": dict(zip(tasks, (sums.weights / steps).tolist())),
+            "info": sums.info_means(),
             "val": val,
             "val_loss": val_loss,
             "score": score,

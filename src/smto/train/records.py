@@ -30,7 +30,9 @@ class RunRecord:
     """The self-describing record of one run.
 
     ``history`` has one entry per finished epoch: ``epoch``, ``train_loss`` and ``weights``
-    (per task, epoch means), ``val`` and ``val_loss`` (per task), ``test`` (per task, only
+    (per task, epoch means), ``info`` (the epoch means of the method's step diagnostics,
+    ``StepResult.info``: solver iterations and convergence, RotoGrad's rotation loss, ...),
+    ``val`` and ``val_loss`` (per task), ``test`` (per task, only
     for epochs that improved the selection score), ``score`` (the selection score), ``lr``,
     ``train_seconds`` (the training part's wall time) and ``seconds`` (the whole epoch's,
     with evaluation and checkpointing).
