@@ -8,6 +8,7 @@ selected by name; single-task training is the same problem with one task.
 from __future__ import annotations
 
 import inspect
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -178,6 +179,23 @@ def check_split_counts(name: str, values: Any, allow_none: bool = False) -> None
             continue
         if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
             raise ConfigError(f"{expected}; got {values!r} ({split} = {value!r})")
+
+
+def check_common_options(values: Mapping[str, Any], paths: Sequence[str] = ()) -> None:
+    """Raises ConfigError for the options several problems share, where ``values`` has them:
+    ``seed`` (an integer >= 0), ``download`` (a bool), ``limits`` (see
+    :func:`check_split_counts`), and the path options named in ``paths`` (a path or None)."""
+    if "seed" in values:
+        seed = values["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    for name in paths:
+        if values[name] is not None and not isinstance(values[name], (str, os.PathLike)):
+            raise ConfigError(f"{name} must be a path, got {values[name]!r}")
+    if "download" in values and not isinstance(values["download"], bool):
+        raise ConfigError(f"download must be True or False, got {values['download']!r}")
+    if "limits" in values:
+        check_split_counts("limits", values["limits"], allow_none=True)
 
 
 def index_batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:

@@ -9,7 +9,6 @@ RL_RR.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from numbers import Integral
 from os import PathLike
 from typing import Any
 
@@ -26,7 +25,7 @@ from smto.problems.base import (
     Meter,
     Metric,
     Problem,
-    check_split_counts,
+    check_common_options,
     index_batches,
 )
 
@@ -108,8 +107,7 @@ class MultiMNIST(Problem):
         mode, seed = values["right_indices"], values["seed"]
         if mode not in RIGHT_INDICES:
             raise ConfigError(f"right_indices must be 'seed' or 'original', got {mode!r}")
-        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        check_common_options(values, paths=("data_dir", "split_dir"))
         if mode == "original" and seed != 0:
             raise ConfigError(
                 f"seed={seed!r} has no effect with right_indices='original' (the study's files "
@@ -120,12 +118,6 @@ class MultiMNIST(Problem):
                 "split_dir is read only with right_indices='original'; drop it, or set "
                 "right_indices='original'"
             )
-        for name in ("data_dir", "split_dir"):
-            if values[name] is not None and not isinstance(values[name], (str, PathLike)):
-                raise ConfigError(f"{name} must be a path, got {values[name]!r}")
-        if not isinstance(values["download"], bool):
-            raise ConfigError(f"download must be True or False, got {values['download']!r}")
-        check_split_counts("limits", values["limits"], allow_none=True)
 
     def split_size(self, split: str) -> int:
         return len(self._inputs[split])

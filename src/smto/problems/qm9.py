@@ -13,7 +13,6 @@ smto.models.mpnn (the exact fast formulation by default, PyG's layers as the ref
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from numbers import Integral
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from smto.problems.base import (
     Meter,
     Metric,
     Problem,
-    check_split_counts,
+    check_common_options,
     index_batches,
 )
 
@@ -126,9 +125,8 @@ class QM9(Problem):
                 raise ConfigError(
                     f"{name} must be one of {', '.join(map(repr, valid))}, got {values[name]!r}"
                 )
+        check_common_options(values, paths=("data_dir", "split_file"))
         seed = values["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         if values["split"] == "original" and seed != 0:
             raise ConfigError(
                 f"seed={seed!r} has no effect with split='original' (the index file fixes the "
@@ -136,12 +134,6 @@ class QM9(Problem):
             )
         if values["split"] == "seed" and values["split_file"] is not None:
             raise ConfigError("split_file is read only with split='original'; drop it")
-        for name in ("data_dir", "split_file"):
-            if values[name] is not None and not isinstance(values[name], (str, PathLike)):
-                raise ConfigError(f"{name} must be a path, got {values[name]!r}")
-        if not isinstance(values["download"], bool):
-            raise ConfigError(f"download must be True or False, got {values['download']!r}")
-        check_split_counts("limits", values["limits"], allow_none=True)
 
     def split_size(self, split: str) -> int:
         return len(self._order[split])
