@@ -1,4 +1,4 @@
-"""The evaluation commands (``smto report``, ``smto fixed-weights``)."""
+"""The evaluation commands (``smto report``, ``smto progression``, ``smto fixed-weights``)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,37 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     if figures:
         print(f"figures: {', '.join(figures)}")
+    return 0
+
+
+def _parse_step(text: str) -> tuple[str, Path]:
+    """``LABEL=DIR`` -> (label, directory); a ConfigError for anything else."""
+    label, sep, directory = text.partition("=")
+    if not sep or not label.strip() or not directory.strip():
+        raise ConfigError(f"--step must look like LABEL=RUNS_DIR, got {text!r}")
+    if not Path(directory).is_dir():
+        raise ConfigError(f"--step {text!r}: no runs directory {directory}")
+    return label.strip(), Path(directory)
+
+
+def _cmd_progression(args: argparse.Namespace) -> int:
+    from smto.evaluation.progression import progression_frame, progression_markdown
+    from smto.report.figures import progression_plot
+
+    steps = [_parse_step(text) for text in args.step]
+    frame = progression_frame(steps, args.problem, args.method, args.baseline)
+    out = Path(args.out or Path("runs") / f"report-progression-{args.problem}")
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "progression.csv", index=False)
+    files = [out / "progression.csv", *progression_plot(frame, out / "progression")]
+    if args.json:
+        rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        print(json.dumps({"rows": rows, "files": [str(f) for f in files]}, indent=1))
+        return 0
+    method, baseline = frame["method"].iloc[0], frame["baseline"].iloc[0]
+    print(f"Gain of {method} over {baseline} (test, percentage points; SE over seeds)\n")
+    print(progression_markdown(frame))
+    print(f"wrote progression.csv and the figure progression (.png, .pdf) to {out}")
     return 0
 
 
@@ -148,6 +179,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="print the tables as JSON (name, caption, rows by method) instead of Markdown",
     )
     report.set_defaults(func=_cmd_report)
+
+    progression = sub.add_parser(
+        "progression",
+        help="the gain of one method over another along a sequence of settings (Fig. 3b)",
+        description="For each step (a label and its own runs directory, e.g. one sweep of "
+        "the Cityscapes complexity progression), the report's evaluation of METHOD and "
+        "BASELINE: the step's single-task reference, each method's configuration chosen on "
+        "validation, and the gain (method - baseline, percentage points) in test Delta_m and "
+        "in each task's relative gain, with the standard error of the difference over seeds. "
+        "Writes progression.csv and the figure progression.png/.pdf; prints the table.",
+    )
+    progression.add_argument("--problem", required=True, help="the problem, e.g. cityscapes")
+    progression.add_argument(
+        "--step",
+        action="append",
+        required=True,
+        metavar="LABEL=RUNS_DIR",
+        help="a step and its runs directory; repeat it, in the order of the progression",
+    )
+    progression.add_argument("--method", default="imtl", help="the method (%(default)s)")
+    progression.add_argument(
+        "--baseline", default="unit_scal", help="the method it is compared with (%(default)s)"
+    )
+    progression.add_argument(
+        "--out", help="output directory (default runs/report-progression-<problem>)"
+    )
+    progression.add_argument(
+        "--json", action="store_true", help="print the rows and files as JSON instead"
+    )
+    progression.set_defaults(func=_cmd_progression)
 
     fixed = sub.add_parser(
         "fixed-weights",

@@ -1,4 +1,5 @@
-"""Figures of a benchmark report: Delta_m box plots, task weights, error bars.
+"""Figures of a benchmark report: Delta_m box plots, task weights, error bars, the gain
+along a progression of settings.
 
 Every figure is a fixed-size matplotlib ``Figure`` (a paper's column width, 8 pt fonts, no
 pyplot and no display) saved as PNG (300 dpi) and PDF next to each other. Methods keep the
@@ -44,6 +45,7 @@ _STYLE = {
     "ps.fonttype": 42,
 }
 _DELTA_M_LABEL = r"test $\Delta_m$ (%)"
+_DELTA_M_QUANTITY = "delta_m"  # progression_frame's quantity of the Delta_m rows
 
 
 def delta_m_boxplot(per_run: pd.DataFrame, out: Path, baseline: str = "Unit. Scal.") -> list[Path]:
@@ -115,6 +117,33 @@ def delta_m_errorbars(summary: pd.DataFrame, out: Path) -> list[Path]:
         )
     with _style():
         return _save(_draw_errorbars(summary), out)
+
+
+def progression_plot(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """The gain of one method over a baseline along a sequence of steps (the main study's
+    Fig. 3b): Delta_m (thick) and each task's relative gain (thin), in percentage points, with
+    error bars of +-``gain_se``.
+
+    ``frame`` is ``smto.evaluation.progression.progression_frame``'s: one row per step and
+    quantity with columns ``step``, ``quantity`` ("delta_m" or a task), ``method`` and
+    ``baseline`` (display names, one of each), ``gain`` and ``gain_se``. Steps keep their
+    order of first appearance; a task absent from a step has no point there, and an undefined
+    ``gain_se`` (NaN, e.g. a single seed) no bar. A solid grey line marks a gain of 0; the
+    title reads "gain of <method> over <baseline>".
+    """
+    _require(frame, ("step", "quantity", "method", "baseline", "gain", "gain_se"), "frame")
+    for column in ("method", "baseline"):
+        if frame[column].nunique() != 1:
+            raise ConfigError(
+                f"progression_plot draws one method against one baseline; {column} holds "
+                f"{sorted(map(str, frame[column].unique()))}"
+            )
+    repeated = frame[frame.duplicated(["step", "quantity"])]
+    if len(repeated):
+        pairs = sorted({(str(s), str(q)) for s, q in zip(repeated["step"], repeated["quantity"])})
+        raise ConfigError(f"frame has several rows of one step and quantity: {pairs}")
+    with _style():
+        return _save(_draw_progression(frame), out)
 
 
 def _draw_delta_m_boxplot(per_run: pd.DataFrame, baseline: str) -> Figure:
@@ -208,6 +237,41 @@ def _draw_errorbars(summary: pd.DataFrame) -> Figure:
         )
     _method_axis(ax, methods)
     ax.set_ylabel(_DELTA_M_LABEL + ", mean and CI")
+    return fig
+
+
+def _draw_progression(frame: pd.DataFrame) -> Figure:
+    steps = _ordered(frame["step"])
+    quantities = _ordered(frame["quantity"])
+    tasks = [q for q in quantities if q != _DELTA_M_QUANTITY]
+    series = [q for q in quantities if q == _DELTA_M_QUANTITY] + tasks  # Delta_m first
+    colors = {_DELTA_M_QUANTITY: "black", **_colors(tasks)}
+    fig = _figure(COLUMN_WIDTH)
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.6", lw=0.6, zorder=0, gid="zero")
+    frame = frame.astype({"step": str, "quantity": str})
+    for i, quantity in enumerate(series):
+        rows = frame[frame["quantity"] == quantity].set_index("step").reindex(steps)
+        thick = quantity == _DELTA_M_QUANTITY
+        dodge = (i - (len(series) - 1) / 2) * 0.06  # keeps the bars of one step apart
+        ax.errorbar(
+            np.arange(1, len(steps) + 1) + dodge,
+            rows["gain"].to_numpy(dtype=float),
+            yerr=np.nan_to_num(rows["gain_se"].to_numpy(dtype=float)),
+            fmt="o-",
+            ms=3 if thick else 2,
+            capsize=2,
+            lw=1.6 if thick else 0.8,
+            elinewidth=0.8 if thick else 0.6,
+            color=colors[quantity],
+            label=r"$\Delta_m$" if thick else quantity,
+            gid=f"gain:{quantity}",
+            zorder=3 if thick else 2,
+        )
+    _method_axis(ax, steps)
+    ax.set_title(f"gain of {frame['method'].iloc[0]} over {frame['baseline'].iloc[0]}")
+    ax.set_ylabel("gain (percentage points)")
+    ax.legend(frameon=False, ncols=2 if len(series) > 3 else 1)
     return fig
 
 
