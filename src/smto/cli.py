@@ -109,12 +109,17 @@ def _config_from_args(args: argparse.Namespace, method: str):
     from smto.problems import problem_class
 
     tasks = args.tasks if args.tasks is not None else problem_class(args.problem).default_tasks()
+    problem_options = _parse_assignments(args.problem_option, "--problem-option")
+    if args.pretrained is not None:
+        if problem_options.get("pretrained", args.pretrained) != args.pretrained:
+            raise ConfigError("--pretrained and --problem-option pretrained=... disagree: give one")
+        problem_options["pretrained"] = args.pretrained
     return RunConfig(
         problem=args.problem,
         tasks=tasks,
         method=method,
         method_params=_parse_assignments(args.param, "--param"),
-        problem_options=_parse_assignments(args.problem_option, "--problem-option"),
+        problem_options=problem_options,
         optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=args.weight_decay,
@@ -210,6 +215,13 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
         "--problem-option right_indices=original or --problem-option limits=(5000,1000,1000)",
     )
     add("--data-dir", help=DATA_HELP)
+    add(
+        "--pretrained",
+        metavar="PATH",
+        help="the encoder's ImageNet weights (cityscapes: torchvision's resnet18/resnet50 "
+        "weights file, or 'torchvision' to fetch them with torchvision); the problem option "
+        "pretrained",
+    )
     add("--out", default="runs", help="root directory of the run records (default %(default)s)")
     add("--optimizer", choices=OPTIMIZERS, default="adam", help="default %(default)s")
     add(

@@ -13,7 +13,6 @@ from smto.sweep.plan import configurations, slots
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 MULTI_MNIST = sorted(SWEEPS.glob("multi_mnist-*.toml"))
-NOT_YET = sorted(SWEEPS.glob("cityscapes-*.toml"))
 
 
 def errors_of(path: Path) -> list[str]:
@@ -101,11 +100,34 @@ def test_the_study_grid_of_qm9():
     assert single.n_configurations == 11 * 4
 
 
-@pytest.mark.parametrize("path", NOT_YET, ids=lambda p: p.name)
-def test_cityscapes_sweeps_fail_only_for_their_missing_problem(path):
-    errors = errors_of(path)
-    assert len(errors) == 1, errors
-    assert errors[0].startswith("problem: unknown problem"), errors
+def test_the_study_grid_of_cityscapes():
+    sweep = load_sweep(SWEEPS / "cityscapes-S_D_I.toml")
+    assert sweep.problem == "cityscapes" and len(sweep.methods) == 9
+    own = {"auto_lambda": 7, "cagrad": 3, "cdtt": 5, "famo": 3, "rotograd": 4}
+    assert sweep.n_configurations == sum(12 * own.get(m, 1) for m in sweep.methods)
+    assert load_sweep(SWEEPS / "cityscapes-single_task.toml").n_configurations == 3 * 12
+
+
+STEPS = (
+    ("1-r50-S_D-256x128-7c", "resnet50", "S_D", [256, 128], 7),
+    ("2-r18-S_D-256x128-7c", "resnet18", "S_D", [256, 128], 7),
+    ("3-r18-S_D_I-256x128-7c", "resnet18", "S_D_I", [256, 128], 7),
+    ("4-r18-S_D_I-512x256-7c", "resnet18", "S_D_I", [512, 256], 7),
+)
+
+
+@pytest.mark.parametrize(("name", "backbone", "tasks", "shape", "classes"), STEPS)
+def test_the_cityscapes_progression_steps(name, backbone, tasks, shape, classes):
+    multi = load_sweep(SWEEPS / f"cityscapes-progression-{name}.toml")
+    single = load_sweep(SWEEPS / f"cityscapes-progression-{name}-single_task.toml")
+    options = {"backbone": backbone, "shape": shape, "classes": classes}
+    for sweep in (multi, single):
+        assert sweep.fixed["problem_options"] == options
+        assert sweep.fixed["epochs"] == 150 and sweep.fixed["batch_size"] == 32
+        assert sweep.root == multi.root and Path(multi.root).name == name
+    assert multi.tasks == (tasks,) and multi.methods == ("unit_scal", "imtl")
+    assert multi.n_configurations == 2 * 12
+    assert single.n_configurations == len(tasks.split("_")) * 12
 
 
 def test_the_plan_has_every_configuration_and_seed(tmp_path):

@@ -142,8 +142,8 @@ def deeplab_model(
     if pretrained is None:
         warnings.warn(
             f"the {backbone} encoder starts from scratch, while the study's numbers assume "
-            f"ImageNet pre-training: pass --pretrained PATH to torchvision's {backbone} "
-            "weights file",
+            f"ImageNet pre-training: give torchvision's {backbone} weights file (smto train "
+            "--pretrained PATH, the problem option pretrained)",
             UserWarning,
             stacklevel=2,
         )

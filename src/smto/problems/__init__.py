@@ -6,11 +6,13 @@ from typing import Any
 
 from smto.errors import ConfigError
 from smto.problems.base import SPLITS, Batch, Meter, Metric, Problem, parse_tasks
+from smto.problems.cityscapes import Cityscapes
 from smto.problems.multi_mnist import MultiMNIST
 from smto.problems.qm9 import QM9
 from smto.problems.toy import ToyRegression
 
 PROBLEMS: dict[str, type[Problem]] = {
+    Cityscapes.name: Cityscapes,
     MultiMNIST.name: MultiMNIST,
     QM9.name: QM9,
     ToyRegression.name: ToyRegression,
@@ -45,6 +47,7 @@ __all__ = [
     "QM9",
     "SPLITS",
     "Batch",
+    "Cityscapes",
     "Meter",
     "Metric",
     "MultiMNIST",
