@@ -282,3 +282,45 @@ def test_pretrained_weights_given_on_the_command_line_are_the_problem_option(dat
                  "--pretrained", str(tmp_path / "absent.pth"), "--problem-option",
                  "shape=(64,32)", "--out", str(tmp_path / "runs"), "--quiet"])  # fmt: skip
     assert code == 2  # a missing weights file is a one-line error
+
+
+@pytest.mark.slow
+def test_the_progression_figure_from_two_small_steps(data_dir, tmp_path):
+    """Two steps as the study's progression has them (7 classes S_D, then 19 classes S_D_I),
+    each with its single-task references and two seeds of Unit. Scal. and IMTL, then
+    ``smto progression``: one Delta_m row and one row per task for each step."""
+    import pandas as pd
+
+    from smto.cli import main
+    from smto.evaluation.reference import single_task_reference
+    from smto.train.records import find_runs
+
+    warnings.simplefilter("ignore", UserWarning)
+    steps = {"7c-S_D": ("S_D", 7), "19c-S_D_I": ("S_D_I", 19)}
+    for label, (tasks, classes) in steps.items():
+        root = tmp_path / label
+        options = {"classes": classes}
+        problems = {t: quiet_problem(t, **options) for t in [*tasks.split("_"), tasks]}
+        for task in tasks.split("_"):
+            train(
+                config(tasks=task, epochs=1, problem_options=options), root, problem=problems[task]
+            )
+        reference = single_task_reference([load_run(d) for d in find_runs(root)])
+        for method in ("unit_scal", "imtl"):
+            for seed in (0, 1):
+                run = config(method, 1, tasks, seed=seed, reference=reference.val,
+                             problem_options=options)  # fmt: skip
+                assert train(run, root, problem=problems[tasks]).status == "completed"
+    out = tmp_path / "progression"
+    args = ["progression", "--problem", "cityscapes", "--out", str(out)]
+    for label in steps:
+        args += ["--step", f"{label}={tmp_path / label}"]
+    assert main(args) == 0
+    assert (out / "progression.csv").is_file() and (out / "progression.png").is_file()
+    frame = pd.read_csv(out / "progression.csv")
+    assert list(frame["step"]) == ["7c-S_D"] * 3 + ["19c-S_D_I"] * 4
+    assert list(frame["quantity"]) == ["delta_m", "S", "D", "delta_m", "S", "D", "I"]
+    assert (frame["n_method"] == 2).all() and frame["gain_se"].notna().all()
+    rows = frame.set_index(["step", "quantity"])
+    gain = rows.loc[("19c-S_D_I", "delta_m")]
+    assert gain["gain"] == pytest.approx(gain["method_mean"] - gain["baseline_mean"])

@@ -10,13 +10,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-WORKLOAD_NAMES = ("lenet", "lenet4", "heavy_heads", "mpnn", "mpnn_pyg")
+WORKLOAD_NAMES = (
+    "lenet",
+    "lenet4",
+    "heavy_heads",
+    "mpnn",
+    "mpnn_pyg",
+    "deeplab-r18",
+    "deeplab-r50",
+)
 """The step benchmark's models (smto.bench.step.WORKLOADS, named here to keep torch out of
 building the parser)."""
 
 DEFAULT_WORKLOADS = ("lenet", "lenet4", "heavy_heads", "mpnn")
 """What ``--model all`` runs: every model but ``mpnn_pyg`` (the PyG-layer reference of the
-MPNN, for comparing the two implementations; it needs the ``graph`` extra)."""
+MPNN, for comparing the two implementations; it needs the ``graph`` extra) and the DeepLab
+models (seconds per step on a CPU)."""
 
 DATA_HELP = (
     "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
@@ -43,10 +52,14 @@ def _cmd_step(args: argparse.Namespace) -> int:
         registry.spec(name)
     timings = []
     for model in selected_workloads(args.model):
-        mpnn = model.startswith("mpnn")
-        batch_size = args.mpnn_batch_size if mpnn else args.batch_size
-        workload = WORKLOADS[model](batch_size, args.device)
-        repeats = args.repeats if args.repeats else (3 if mpnn else 20)
+        mpnn, deeplab = model.startswith("mpnn"), model.startswith("deeplab")
+        if deeplab:
+            shape = tuple(args.deeplab_shape)
+            workload = WORKLOADS[model](args.deeplab_batch_size, args.device, shape=shape)
+        else:
+            batch_size = args.mpnn_batch_size if mpnn else args.batch_size
+            workload = WORKLOADS[model](batch_size, args.device)
+        repeats = args.repeats if args.repeats else (3 if mpnn or deeplab else 20)
         timings += run_benchmark(
             workload,
             methods,
@@ -91,7 +104,8 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         help="one or more of: lenet: Multi-MNIST CL_RR (K = 2); lenet4: CL_CR_RL_RR (K = 4); "
         "heavy_heads: three 3-layer 256-wide heads on a 50-d representation (K = 3); mpnn: QM9 "
         "(K = 11), the fast dense encoder; mpnn_pyg: the same MPNN built from PyG layers (needs "
-        "the graph extra); all (default): every model but mpnn_pyg",
+        "the graph extra); deeplab-r18, deeplab-r50: Cityscapes S_D_I (K = 3) on the dilated "
+        "ResNet-18/50 with DeepLab heads; all (default): lenet, lenet4, heavy_heads, mpnn",
     )
     step.add_argument("--methods", nargs="+", help="method names (default: all registered)")
     step.add_argument(
@@ -105,6 +119,20 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         "short)",
     )
     step.add_argument(
+        "--deeplab-batch-size",
+        type=int,
+        default=8,
+        help="images per batch of deeplab-r18 and deeplab-r50 (the study uses 32)",
+    )
+    step.add_argument(
+        "--deeplab-shape",
+        type=int,
+        nargs=2,
+        default=(256, 128),
+        metavar=("WIDTH", "HEIGHT"),
+        help="image size of the DeepLab models (default 256 128; the study also uses 512 256)",
+    )
+    step.add_argument(
         "--floor",
         choices=("both", "sequential", "batched", "none"),
         default="both",
@@ -115,7 +143,7 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         "--repeats",
         type=int,
         default=0,
-        help="timed steps per method (default 3 for mpnn and mpnn_pyg, 20 for the others)",
+        help="timed steps per method (default 3 for the MPNNs and DeepLabs, 20 for the others)",
     )
     step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     step.add_argument(

@@ -1,9 +1,10 @@
 """The step benchmark: one training step of every method, against two baselines.
 
 For each model (the Multi-MNIST LeNet, K = 2; the QM9 MPNN, K = 11, and its PyG-layer
-reference) it times a full step (the engine's training step: zero_grad, forward, the method's
-backward, Adam step, and the extra work some methods declare: Auto-Lambda's meta step, FAMO's
-second forward) and reports the median over repeats and two ratios measured in the same run:
+reference; the Cityscapes DeepLab models, K = 3) it times a full step (the engine's training
+step: zero_grad, forward, the method's backward, Adam step, and the extra work some methods
+declare: Auto-Lambda's meta step, FAMO's second forward) and reports the median over
+repeats and two ratios measured in the same run:
 
 * to Unit. Scal. (forward + one backward + step), the target for loss-based methods;
 * to the Jacobian floor: forward + the fastest exact K-task Jacobian of the shared parameters
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -146,6 +148,40 @@ def mpnn_workload(
     )
 
 
+def deeplab_workload(
+    batch_size: int = 8,
+    device: str = "cpu",
+    backbone: str = "resnet18",
+    shape: tuple[int, int] = (256, 128),
+) -> Workload:
+    """Cityscapes S_D_I (K = 3): the dilated ResNet with three DeepLab heads on random
+    (width, height) ``shape`` images, 19 classes, the problem's own losses (cross-entropy
+    ignoring a tenth of the pixels, L1 over the labelled ones)."""
+    from smto.models.deeplab import deeplab_model
+    from smto.problems.cityscapes import task_loss
+
+    width, height = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, height, width, generator=g).to(device)
+    classes = torch.randint(-1, 19, (batch_size, height, width), generator=g)
+    disparity = torch.rand(batch_size, height, width, generator=g) * 100
+    offsets = torch.randn(batch_size, 2, height, width, generator=g) * 20
+    offsets[:, :, : height // 2] = torch.nan  # instance pixels: a part of the image
+    targets = {"S": classes.to(device), "D": disparity.to(device), "I": offsets.to(device)}
+
+    def losses(out: dict[str, Tensor]) -> Tensor:
+        return torch.stack([task_loss(t, out[t], targets[t]) for t in ("S", "D", "I")])
+
+    def make_model() -> SharedEncoderModel:
+        channels = {"S": 19, "D": 1, "I": 2}
+        with warnings.catch_warnings():  # from scratch: the timings do not depend on weights
+            warnings.simplefilter("ignore", UserWarning)
+            return deeplab_model(channels, backbone, (height, width)).to(device)
+
+    name = f"deeplab-r{backbone.removeprefix('resnet')}"
+    return Workload(name, make_model, x, losses, n_tasks=3)
+
+
 WORKLOADS: dict[str, Callable[..., Workload]] = {
     "lenet": lenet_workload,
     "lenet4": lambda batch_size=256, device="cpu": lenet_workload(
@@ -154,6 +190,10 @@ WORKLOADS: dict[str, Callable[..., Workload]] = {
     "heavy_heads": heavy_heads_workload,
     "mpnn": mpnn_workload,
     "mpnn_pyg": lambda batch_size=16, device="cpu": mpnn_workload(batch_size, device, "pyg"),
+    "deeplab-r18": deeplab_workload,
+    "deeplab-r50": lambda batch_size=8, device="cpu", shape=(256, 128): deeplab_workload(
+        batch_size, device, "resnet50", shape
+    ),
 }
 """The step benchmark's models by name: each takes (batch_size, device)."""
 
