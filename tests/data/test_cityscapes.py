@@ -294,3 +294,23 @@ def test_a_corrupt_png_is_a_data_error(tree, layout):
     files.label.write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot decode"):
         cs.decode_sample(files, SHAPE)
+
+
+def test_a_real_cityscapes_tree_when_present(tmp_path, monkeypatch):
+    """With SMTO_CITYSCAPES naming a real tree (and SMTO_DATA the study's split files), the
+    first images of each split load at 256 x 128 with targets in their valid ranges."""
+    root, data = os.environ.get("SMTO_CITYSCAPES"), os.environ.get("SMTO_DATA")
+    if not root or not data:
+        pytest.skip("no real Cityscapes tree: set SMTO_CITYSCAPES (and SMTO_DATA for the splits)")
+    from smto.problems.cityscapes import Cityscapes
+
+    monkeypatch.setenv("SMTO_CACHE", str(tmp_path / "cache"))
+    problem = Cityscapes(shape=(256, 128), limits=(4, 4, 4), workers=0)
+    batch = next(problem.batches("train", 4, torch.Generator().manual_seed(0)))
+    assert batch.inputs.shape == (4, 3, 128, 256)
+    segmentation, disparity, offsets = (batch.targets[t] for t in ("S", "D", "I"))
+    assert segmentation.min() >= -1 and segmentation.max() <= 18
+    assert (segmentation >= 0).float().mean() > 0.5
+    labelled = disparity[~torch.isnan(disparity)]
+    assert labelled.numel() > 0 and labelled.min() >= 0 and labelled.max() < 256 / 8
+    assert (~torch.isnan(offsets)).any()

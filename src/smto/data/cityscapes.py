@@ -151,7 +151,7 @@ def find_layout(root: str | Path) -> dict[str, Path]:
     if not root.is_dir():
         raise MissingError(
             f"no Cityscapes directory {root}: name the directory holding leftImg8bit/, gtFine/ "
-            "and disparity/ (the problem's root option, --root with smto train)"
+            "and disparity/ (the problem option root, or SMTO_CITYSCAPES)"
         )
     layout, missing = {}, []
     for kind in KINDS:

@@ -8,7 +8,11 @@ Model: a dilated ResNet-18 or -50 (output stride 8) with one DeepLabV3 head per 
 (:mod:`smto.models.deeplab`). Losses: cross-entropy ignoring -1 for S, the L1 over the
 labelled pixels for D and I. Metrics: S pixel accuracy and mIoU from one confusion matrix
 over the split; D absolute and relative error; I absolute error (all over labelled pixels of
-the whole split, not averaged per batch).
+the whole split, not averaged per batch). The confusion matrix is one ``torch.bincount`` per
+batch on the outputs' device, which is what torchmetrics' confusion-matrix metrics compute
+internally: exact, no extra dependency, and the mIoU rule (the mean over the classes present
+in the targets or the predictions, Cityscapes' own) is explicit here. The relative disparity
+error is over the labelled pixels with d > 0 (raw disparity 1 gives d = 0).
 """
 
 from __future__ import annotations
