@@ -137,6 +137,8 @@ def _config_from_args(args: argparse.Namespace, method: str):
         device=args.device,
         reference=reference,
         divergence_factor=args.divergence_factor,
+        step_size=args.step_size,
+        step_factor=args.step_factor,
     )
 
 
@@ -245,13 +247,25 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
         "--scheduler",
         choices=SCHEDULERS,
         default="exponential",
-        help="per-epoch ExponentialLR, ReduceLROnPlateau on the mean validation loss, or none "
-        "(default %(default)s)",
+        help="per-epoch ExponentialLR, ReduceLROnPlateau on the mean validation loss, step (the "
+        "lr times --step-factor every --step-size epochs: StepLR), or none (default %(default)s)",
     )
     add("--gamma", type=float, default=0.95, help="ExponentialLR factor (default %(default)s)")
     add("--plateau-factor", type=float, default=0.7, help="default %(default)s")
     add("--plateau-patience", type=int, default=5, help="default %(default)s")
     add("--min-lr", type=float, default=1e-5, help="ReduceLROnPlateau floor (default %(default)s)")
+    add(
+        "--step-size",
+        type=int,
+        metavar="EPOCHS",
+        help="the step scheduler: multiply the lr by --step-factor every EPOCHS epochs",
+    )
+    add(
+        "--step-factor",
+        type=float,
+        metavar="F",
+        help="the step scheduler's factor (default 0.5: the lr halved, as Elich et al.)",
+    )
     add("--seed", type=int, default=0, help="default %(default)s")
     add(
         "--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default %(default)s)"

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 import smto
+from smto.errors import ConfigError
 from smto.method import LossMethod, Scale
 from smto.problems.toy import ToyRegression
 from smto.registry import _ALIASES, _REGISTRY, MethodSpec
@@ -211,6 +212,40 @@ def test_optimizers_and_schedulers(tmp_path, optimizer, scheduler, method):
     record = train(config, tmp_path)
     assert record.status == "completed"
     assert all(math.isfinite(v) for e in record.history for v in e["weights"].values())
+
+
+def test_the_step_scheduler_halves_the_lr_every_step_size_epochs(tmp_path):
+    config = RunConfig(**TOY, method="unit_scal", scheduler="step", step_size=2, epochs=5)
+    lrs = [entry["lr"] for entry in train(config, tmp_path).history]
+    base = TOY["lr"]
+    assert lrs == pytest.approx([base, base, base / 2, base / 2, base / 4])
+    tenth = RunConfig(**TOY, scheduler="step", step_size=3, step_factor=0.1, epochs=4)
+    lrs = [entry["lr"] for entry in train(tenth, tmp_path).history]
+    assert lrs == pytest.approx([base, base, base, base / 10])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"scheduler": "step"}, "needs step_size"),
+        ({"scheduler": "step", "step_size": 0}, "needs step_size"),
+        ({"scheduler": "step", "step_size": 2, "step_factor": 1.5}, "step_factor must be"),
+        ({"step_size": 10}, "read only with scheduler='step'"),
+    ],
+)
+def test_the_step_scheduler_options_are_checked(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**TOY, **changes)
+
+
+def test_the_new_scheduler_fields_leave_older_run_ids_alone():
+    """Ids computed by smto before the step scheduler existed (commit 1d33830)."""
+    config = RunConfig(**TOY, epochs=3)
+    assert config.run_id() == "toy_regression-T1_T2-unit_scal-seed0-cde51468e6"
+    study = RunConfig(problem="multi_mnist", method="cagrad", lr=0.0025, dropout=0.3)
+    assert study.run_id() == "multi_mnist-CL_RR-cagrad-seed0-aceef65fcd"
+    stepped = RunConfig(**TOY, epochs=3, scheduler="step", step_size=2)
+    assert stepped.run_id() != config.run_id()
 
 
 @pytest.mark.parametrize("name", smto.available())

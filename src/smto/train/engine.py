@@ -503,6 +503,9 @@ def _make_optimizer(
 def _make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
     if config.scheduler == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
+    if config.scheduler == "step":
+        factor = 0.5 if config.step_factor is None else config.step_factor
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, gamma=factor)
     if config.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
