@@ -314,3 +314,44 @@ def test_a_real_cityscapes_tree_when_present(tmp_path, monkeypatch):
     labelled = disparity[~torch.isnan(disparity)]
     assert labelled.numel() > 0 and labelled.min() >= 0 and labelled.max() < 256 / 8
     assert (~torch.isnan(offsets)).any()
+
+
+def test_scale_crop_follows_random_scale_crop(tree, layout, tmp_path):
+    """Elich et al.'s augmentation (MTAN / CAGrad ``RandomScaleCrop``): a crop of
+    (int(32 / 1.5), int(64 / 1.5)) = (21, 42) resized back by legacy nearest (source index
+    floor(i * 21 / 32)) for the maps, the disparity divided by the scale."""
+    arrays = arrays_of(layout, tree.entries["train"][:1], tmp_path / "cache")
+    table = torch.from_numpy(cs.class_table(7))
+    plain = cs.make_sample(arrays, 0, table)
+    draw = cs.Augmentation(flip=False, scale=1.5, top=5, left=11)
+    cropped = cs.make_sample(arrays, 0, table, draw)
+    rows = 5 + np.floor(np.arange(32) * 21 / 32).astype(int)
+    cols = 11 + np.floor(np.arange(64) * 42 / 64).astype(int)
+    assert torch.equal(cropped["S"], plain["S"][rows[:, None], cols[None, :]])
+    expected = plain["D"][rows[:, None], cols[None, :]] / 1.5
+    assert torch.allclose(cropped["D"], expected, equal_nan=True)
+    assert (cropped["S"] >= 0).sum() == (plain["S"][rows[:, None], cols[None, :]] >= 0).sum()
+    # offsets are recomputed at the new scale: each instance's offsets average to zero
+    instance = torch.from_numpy(arrays["instance"][0].astype(np.int64))[
+        rows[:, None], cols[None, :]
+    ]
+    for instance_id in (26001, 24003):
+        pixels = instance == instance_id
+        assert pixels.any()
+        assert cropped["I"][:, pixels].mean(dim=1).abs().max() < 1e-4
+    flipped = cs.make_sample(arrays, 0, table, cs.Augmentation(True, scale=1.5, top=5, left=11))
+    assert torch.equal(flipped["S"], cropped["S"].flip(-1))
+
+
+def test_scale_crop_draws():
+    draws = [
+        cs.Augmentation.draw(torch.Generator().manual_seed(s), "scale_crop", (32, 64))
+        for s in range(300)
+    ]
+    assert {d.scale for d in draws} == set(cs.SCALES) and all(d.angle == 0 for d in draws)
+    for d in draws:
+        assert 0 <= d.top <= 32 - int(32 / d.scale) and 0 <= d.left <= 64 - int(64 / d.scale)
+    assert all(d.top == d.left == 0 for d in draws if d.scale == 1.0)
+    assert 100 < sum(d.flip for d in draws) < 200
+    with pytest.raises(ConfigError, match="augmentation must be one of"):
+        cs.Augmentation.draw(torch.Generator(), "mixup")

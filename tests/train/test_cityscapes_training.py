@@ -53,7 +53,7 @@ def quiet_problem(tasks: str = "S_D_I", **options) -> Cityscapes:
         ({"backbone": "resnet34"}, "backbone must be one of"),
         ({"workers": -1}, "workers must be"),
         ({"aspp_dropout": 1.0}, "aspp_dropout"),
-        ({"augment": "yes"}, "augment must be"),
+        ({"augment": True}, "augment must be one of"),
         ({"seed": 3}, "no effect with split='original'"),
         ({"split": "seed", "split_dir": "x"}, "split_dir is read only"),
         ({"pretrained": 3}, "pretrained must be"),

@@ -21,10 +21,13 @@ The targets are made per sample (:class:`CityscapesSplit`, a ``torch.utils.data.
   NaN (no label) elsewhere;
 * instance: per pixel of an instance of a class with instances (id * 1000 + k), the offset
   (dy, dx) from the pixel to its instance's centroid, in pixels; NaN elsewhere;
-* augmentation (training only): a horizontal flip with p = 0.5 and a rotation by an angle in
-  [-10, 10] degrees; rotated-in pixels are ignored in every target, and the instance offsets
-  are computed after both, so the flip negates dx. Each sample's draw comes from the epoch's
-  seed and the sample's index, so it does not depend on the number of loader workers.
+* augmentation (training only): the main study's, a horizontal flip with p = 0.5 and a
+  rotation by an angle in [-10, 10] degrees (rotated-in pixels are ignored in every target);
+  or Elich et al.'s (after MTAN and CAGrad's ``RandomScaleCrop``), a crop of 1/1, 1/1.2 or
+  1/1.5 of the image resized back, the disparity divided by the scale, then the flip. The
+  instance offsets are computed after it, so the flip negates dx. Each sample's draw comes
+  from the epoch's seed and the sample's index, so it does not depend on the number of
+  loader workers.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FULL_WIDTH = 2048
 MAX_ROTATION = 10.0
+SCALES = (1.0, 1.2, 1.5)
+"""The crop scales of ``RandomScaleCrop`` (MTAN, CAGrad)."""
+AUGMENTATIONS = ("rotate_flip", "scale_crop")
 ARRAYS = ("image", "label", "instance", "disparity")
 
 
@@ -409,17 +415,51 @@ def rotate(image: Tensor, maps: Tensor, angle: float) -> tuple[Tensor, Tensor, T
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One sample's draw: a horizontal flip and a rotation angle in degrees."""
+    """One sample's draw: a horizontal flip, a rotation angle in degrees, and a crop of
+    ``(height / scale, width / scale)`` at (``top``, ``left``) resized back (scale 1: none)."""
 
     flip: bool
-    angle: float
+    angle: float = 0.0
+    scale: float = 1.0
+    top: int = 0
+    left: int = 0
 
     @classmethod
-    def draw(cls, generator: torch.Generator) -> Augmentation:
-        """Flip with p = 0.5, angle uniform in [-10, 10] degrees."""
+    def draw(
+        cls, generator: torch.Generator, kind: str = "rotate_flip", size: tuple[int, int] = (1, 1)
+    ) -> Augmentation:
+        """``kind`` "rotate_flip" (the main study): flip with p = 0.5, an angle uniform in
+        [-10, 10] degrees. "scale_crop" (MTAN's and CAGrad's ``RandomScaleCrop``, which Elich
+        et al. use): a scale from (1.0, 1.2, 1.5), a uniform crop position in the (H, W)
+        ``size``, then a flip with p = 0.5."""
+        if kind == "rotate_flip":
+            flip = bool(torch.rand((), generator=generator) < 0.5)
+            angle = torch.empty(()).uniform_(-MAX_ROTATION, MAX_ROTATION, generator=generator)
+            return cls(flip, float(angle))
+        if kind != "scale_crop":
+            raise ConfigError(f"augmentation must be one of {AUGMENTATIONS}, got {kind!r}")
+        scale = SCALES[int(torch.randint(len(SCALES), (), generator=generator))]
+        height, width = size
+        crop_h, crop_w = int(height / scale), int(width / scale)
+        top = int(torch.randint(height - crop_h + 1, (), generator=generator))
+        left = int(torch.randint(width - crop_w + 1, (), generator=generator))
         flip = bool(torch.rand((), generator=generator) < 0.5)
-        angle = float(torch.empty(()).uniform_(-MAX_ROTATION, MAX_ROTATION, generator=generator))
-        return cls(flip, angle)
+        return cls(flip, 0.0, scale, top, left)
+
+
+def scale_crop(image: Tensor, maps: Tensor, augmentation: Augmentation) -> tuple[Tensor, Tensor]:
+    """The crop of ``augmentation`` resized back to the full size, as ``RandomScaleCrop``
+    does it: bilinear with aligned corners for the image, (legacy) nearest for the maps."""
+    height, width = image.shape[-2:]
+    crop_h, crop_w = int(height / augmentation.scale), int(width / augmentation.scale)
+    rows = slice(augmentation.top, augmentation.top + crop_h)
+    cols = slice(augmentation.left, augmentation.left + crop_w)
+    size = (height, width)
+    image = functional.interpolate(
+        image[None, :, rows, cols], size=size, mode="bilinear", align_corners=True
+    )[0]
+    maps = functional.interpolate(maps[None, :, rows, cols].double(), size=size, mode="nearest")
+    return image, maps[0].to(torch.int64)
 
 
 def make_sample(
@@ -429,20 +469,26 @@ def make_sample(
     augmentation: Augmentation | None = None,
 ) -> dict[str, Tensor]:
     """Sample ``index`` of a split's arrays: the normalized image and the S, D, I targets
-    (``table`` from :func:`class_table`), after ``augmentation`` where given."""
+    (``table`` from :func:`class_table`), after ``augmentation`` where given (the crop, then
+    the flip, then the rotation). A crop at scale s divides the disparity by s, as
+    ``RandomScaleCrop`` divides its depth."""
     image = normalize_image(torch.from_numpy(np.ascontiguousarray(arrays["image"][index])))
     maps = torch.stack(
         [torch.from_numpy(arrays[name][index].astype(np.int64)) for name in ARRAYS[1:]]
     )
     valid = torch.ones(maps.shape[1:], dtype=torch.bool)
+    scale = 1.0
     if augmentation is not None:
+        if augmentation.scale != 1.0:
+            image, maps = scale_crop(image, maps, augmentation)
+            scale = augmentation.scale
         if augmentation.flip:
             image, maps = image.flip(-1), maps.flip(-1)
         if augmentation.angle != 0.0:
             image, maps, valid = rotate(image, maps, augmentation.angle)
     label, instance, raw = maps
     segmentation = torch.where(valid, table[label], -1)
-    disparity = torch.where(valid, disparity_target(raw, raw.shape[-1]), torch.nan)
+    disparity = torch.where(valid, disparity_target(raw, raw.shape[-1]) / scale, torch.nan)
     return {
         "image": image,
         "S": segmentation,
@@ -454,13 +500,17 @@ def make_sample(
 class CityscapesSplit(torch.utils.data.Dataset):
     """One split's samples as a map-style Dataset (for a DataLoader with workers).
 
-    Set :attr:`epoch_seed` to augment: sample i is then drawn from a generator seeded with
-    (epoch_seed, i), the same whichever worker loads it; None (the default) does not augment.
+    Set :attr:`epoch_seed` to augment: sample i is then drawn (:meth:`Augmentation.draw`,
+    of kind ``augmentation``) from a generator seeded with (epoch_seed, i), the same whichever
+    worker loads it; None (the default) does not augment.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], classes: int) -> None:
+    def __init__(
+        self, arrays: dict[str, np.ndarray], classes: int, augmentation: str = "rotate_flip"
+    ) -> None:
         self.arrays = arrays
         self.classes = classes
+        self.augmentation = augmentation
         self.table = torch.from_numpy(class_table(classes))
         self.epoch_seed: int | None = None
 
@@ -471,14 +521,10 @@ class CityscapesSplit(torch.utils.data.Dataset):
         augmentation = None
         if self.epoch_seed is not None:
             seed = (self.epoch_seed * 1_000_003 + int(index)) % (2**63 - 1)
-            augmentation = Augmentation.draw(torch.Generator().manual_seed(seed))
+            generator = torch.Generator().manual_seed(seed)
+            size = self.arrays["label"].shape[1:]
+            augmentation = Augmentation.draw(generator, self.augmentation, size)
         return make_sample(self.arrays, int(index), self.table, augmentation)
-
-    def limited(self, count: int | None) -> CityscapesSplit:
-        """The first ``count`` samples (all for None)."""
-        if count is None or count >= len(self):
-            return self
-        return CityscapesSplit({k: v[:count] for k, v in self.arrays.items()}, self.classes)
 
 
 __all__ = [

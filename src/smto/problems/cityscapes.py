@@ -48,6 +48,7 @@ ABS_ERR = Metric("abs_err", higher_is_better=False)
 REL_ERR = Metric("rel_err", higher_is_better=False)
 BACKBONES = ("resnet18", "resnet50")
 SPLIT_MODES = ("original", "seed")
+AUGMENT = ("rotate_flip", "scale_crop", "none")
 SPLIT_DIR = Path("seed_splits") / "cityscapes"
 OUTPUT_CHANNELS = {"D": 1, "I": 2}
 ROOT_ENV = "SMTO_CITYSCAPES"
@@ -75,7 +76,8 @@ class Cityscapes(Problem):
         pretrained: torchvision's ImageNet weights for the backbone: a weights file
             (``resnet18-f37072fd.pth``), "torchvision" (fetched with torchvision where it is
             installed), or None (from scratch, with a warning: the study pre-trains).
-        augment: the study's rotation and flip on training batches.
+        augment: the training batches' augmentation: "rotate_flip" (the main study's),
+            "scale_crop" (Elich et al.'s, MTAN's ``RandomScaleCrop`` and a flip) or "none".
         limits: ``(train, val, test)``, at most this many images of each split (for quick
             runs: only those are decoded and cached).
         workers: the DataLoader's worker processes (also the processes that build the cache).
@@ -97,7 +99,7 @@ class Cityscapes(Problem):
         classes: int = 19,
         backbone: str = "resnet18",
         pretrained: str | PathLike[str] | None = None,
-        augment: bool = True,
+        augment: str = "rotate_flip",
         limits: Sequence[int | None] = (None, None, None),
         workers: int = 2,
         aspp_dropout: float = 0.5,
@@ -142,7 +144,9 @@ class Cityscapes(Problem):
         cache = paths.cache_dir(None, data_dir) / "cityscapes"
         self._datasets = {
             s: data.CityscapesSplit(
-                data.load_split(files[s], self.shape, cache, s, self.workers), self.classes
+                data.load_split(files[s], self.shape, cache, s, self.workers),
+                self.classes,
+                "scale_crop" if augment == "scale_crop" else "rotate_flip",
             )
             for s in SPLITS
         }
@@ -169,8 +173,10 @@ class Cityscapes(Problem):
             raise ConfigError(
                 f"pretrained must be a weights file, 'torchvision' or None, got {pretrained!r}"
             )
-        if not isinstance(values["augment"], bool):
-            raise ConfigError(f"augment must be True or False, got {values['augment']!r}")
+        if values["augment"] not in AUGMENT:
+            raise ConfigError(
+                f"augment must be one of {', '.join(map(repr, AUGMENT))}, got {values['augment']!r}"
+            )
         workers = values["workers"]
         if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 0:
             raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
@@ -192,10 +198,10 @@ class Cityscapes(Problem):
         self, split: str, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[Batch]:
         """The split's batches through a DataLoader; training batches (the train split with a
-        generator) are augmented when ``augment`` is on."""
+        generator) are augmented unless ``augment`` is "none"."""
         dataset = self._datasets[split]
         order = [idx.tolist() for idx in index_batches(len(dataset), batch_size, generator)]
-        if self.augment and split == "train" and generator is not None:
+        if self.augment != "none" and split == "train" and generator is not None:
             dataset = copy.copy(dataset)
             dataset.epoch_seed = int(torch.randint(0, 2**62, (), generator=generator))
         loader = torch.utils.data.DataLoader(
