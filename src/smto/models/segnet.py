@@ -3,8 +3,10 @@
 SegNet (Badrinarayanan, Kendall, Cipolla 2017, "SegNet: A Deep Convolutional Encoder-Decoder
 Architecture for Image Segmentation", TPAMI) as the "SegNet split" (standard) of MTAN (Liu,
 Johns, Davison 2019, "End-to-End Multi-Task Learning with Attention", CVPR;
-``im2im_pred/model_segnet_split.py``), the multi-task SegNet that LibMTL (``examples/nyu``) and
-hence Elich et al. ("Examining Common Paradigms in Multi-Task Learning") use: a VGG-16-like
+``im2im_pred/model_segnet_split.py``; CAGrad's ``model_segnet_split.py`` is the same), with
+hard parameter sharing as Elich et al. ("Examining Common Paradigms in Multi-Task Learning")
+describe their SegNet (LibMTL's ``examples/nyu``, on which they build, trains MTAN's attention
+variant instead; which one they ran is not stated): a VGG-16-like
 encoder of five stages (filters 64, 128, 256, 512, 512; 2, 2, 3, 3, 3 conv3x3+BN+ReLU layers),
 each ending in a 2x2 max-pooling that keeps its indices, and a mirrored decoder of five stages
 that each start with the max-unpooling at those indices, so that the decoder puts values back
