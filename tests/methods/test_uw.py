@@ -13,6 +13,15 @@ TYPES = ("classification", "l1", "mse")
 P_F = [(2.0, 1.0), (1.0, 1.0), (2.0, 2.0)]
 
 
+def test_the_cosine_loss_of_normals_takes_the_laplace_form() -> None:
+    method = UW(2, loss_types=("cosine", "l1")).double()
+    with torch.no_grad():
+        method.eta.copy_(torch.tensor([0.4, 0.4]))
+    result = method.backward(torch.tensor([0.7, 0.7], dtype=torch.float64, requires_grad=True))
+    assert result.weights[0].item() == pytest.approx(math.exp(-0.4))
+    assert result.weights[0].item() == pytest.approx(result.weights[1].item())
+
+
 def test_eta_is_a_learnable_parameter_initialised_to_zero() -> None:
     method = UW(3, loss_types=TYPES)
     params = list(method.parameters())

@@ -17,9 +17,12 @@ LOSS_TYPES: dict[str, tuple[float, float]] = {
     "classification": (2.0, 1.0),
     "segmentation": (2.0, 1.0),
     "l1": (1.0, 1.0),
+    "cosine": (1.0, 1.0),
     "mse": (2.0, 2.0),
 }
-"""(p, f) per loss type: the term of a task is eta + L exp(-p eta) / f, with eta = log sigma."""
+"""(p, f) per loss type: the term of a task is eta + L exp(-p eta) / f, with eta = log sigma.
+Kendall et al. give no rule for the cosine loss of surface normals (1 - cos, a distance on
+the sphere); it takes the Laplace form of L1."""
 
 
 class UW(LossMethod):
