@@ -195,6 +195,16 @@ def test_training_batches_are_augmented_and_the_same_with_workers(data_dir):
     assert sums[0] == sums[1]
 
 
+def test_a_last_training_batch_of_one_is_dropped(data_dir):
+    """BatchNorm cannot train on one sample (the ASPP's image pooling): training batches drop
+    a last batch of one; evaluation keeps every sample."""
+    problem = quiet_problem(limits=(5, None, None))
+    training = problem.batches("train", 4, torch.Generator().manual_seed(0))
+    assert [b.size for b in training] == [4]
+    assert [b.size for b in problem.batches("train", 4)] == [4, 1]
+    assert [b.size for b in problem.batches("train", 3, torch.Generator())] == [3, 2]
+
+
 def test_the_model_and_the_dropout_option(data_dir):
     problem = quiet_problem("S_D", classes=7)
     with pytest.warns(UserWarning, match="scratch"):

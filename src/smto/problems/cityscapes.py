@@ -17,7 +17,6 @@ error is over the labelled pixels with d > 0 (raw disparity 1 gives d = 0).
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from numbers import Integral, Real
@@ -39,8 +38,8 @@ from smto.problems.base import (
     Metric,
     Problem,
     check_common_options,
-    index_batches,
 )
+from smto.problems.loading import loader_batches
 
 PIXEL_ACCURACY = Metric("pixel_accuracy", higher_is_better=True)
 MIOU = Metric("miou", higher_is_better=True)
@@ -199,17 +198,16 @@ class Cityscapes(Problem):
     ) -> Iterator[Batch]:
         """The split's batches through a DataLoader; training batches (the train split with a
         generator) are augmented unless ``augment`` is "none"."""
-        dataset = self._datasets[split]
-        order = [idx.tolist() for idx in index_batches(len(dataset), batch_size, generator)]
-        if self.augment != "none" and split == "train" and generator is not None:
-            dataset = copy.copy(dataset)
-            dataset.epoch_seed = int(torch.randint(0, 2**62, (), generator=generator))
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=order, num_workers=self.workers if len(order) > 1 else 0
+        training = split == "train" and generator is not None
+        yield from loader_batches(
+            self._datasets[split],
+            self.tasks,
+            batch_size,
+            generator,
+            self.workers,
+            training=training,
+            augment=self.augment != "none",
         )
-        for sample in loader:
-            targets = {t: sample[t] for t in self.tasks}
-            yield Batch(sample["image"], targets, len(sample["image"]))
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
         if dropout != 0:

@@ -25,7 +25,6 @@ number the papers report.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,7 +45,6 @@ from smto.problems.base import (
     Metric,
     Problem,
     check_common_options,
-    index_batches,
 )
 from smto.problems.cityscapes import (
     ABS_ERR,
@@ -56,6 +54,7 @@ from smto.problems.cityscapes import (
     CityscapesMeter,
     task_loss,
 )
+from smto.problems.loading import loader_batches
 
 CLASSES = 13
 OUTPUT_CHANNELS = {"S": CLASSES, "D": 1, "N": 3}
@@ -223,17 +222,16 @@ class NYUv2(Problem):
     ) -> Iterator[Batch]:
         """The split's batches through a DataLoader; training batches (the train split with a
         generator) are augmented when ``augment`` is on."""
-        dataset = self._datasets[split]
-        order = [idx.tolist() for idx in index_batches(len(dataset), batch_size, generator)]
-        if self.augment and split == "train" and generator is not None:
-            dataset = copy.copy(dataset)
-            dataset.epoch_seed = int(torch.randint(0, 2**62, (), generator=generator))
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=order, num_workers=self.workers if len(order) > 1 else 0
+        training = split == "train" and generator is not None
+        yield from loader_batches(
+            self._datasets[split],
+            self.tasks,
+            batch_size,
+            generator,
+            self.workers,
+            training=training,
+            augment=self.augment,
         )
-        for sample in loader:
-            targets = {t: sample[t] for t in self.tasks}
-            yield Batch(sample["image"], targets, len(sample["image"]))
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
         channels = {t: OUTPUT_CHANNELS[t] for t in self.tasks}
