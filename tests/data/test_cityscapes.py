@@ -13,6 +13,7 @@ from PIL import Image
 
 from data import fake_cityscapes as fake
 from smto.data import cityscapes as cs
+from smto.data.scale_crop import SCALES
 from smto.errors import ConfigError, DataError, MissingError
 
 SHAPE = (64, 32)  # half the fake tree's 128 x 64: nearest takes source pixel 2i + 1
@@ -348,7 +349,7 @@ def test_scale_crop_draws():
         cs.Augmentation.draw(torch.Generator().manual_seed(s), "scale_crop", (32, 64))
         for s in range(300)
     ]
-    assert {d.scale for d in draws} == set(cs.SCALES) and all(d.angle == 0 for d in draws)
+    assert {d.scale for d in draws} == set(SCALES) and all(d.angle == 0 for d in draws)
     for d in draws:
         assert 0 <= d.top <= 32 - int(32 / d.scale) and 0 <= d.left <= 64 - int(64 / d.scale)
     assert all(d.top == d.left == 0 for d in draws if d.scale == 1.0)

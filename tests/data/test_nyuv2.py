@@ -12,6 +12,7 @@ import torch
 
 from data import fake_nyuv2 as fake
 from smto.data import nyuv2 as ny
+from smto.data.scale_crop import SCALES
 from smto.errors import DataError, MissingError
 
 H, W = fake.HEIGHT, fake.WIDTH
@@ -221,9 +222,9 @@ def test_the_flip_mirrors_every_target_and_negates_the_normals_x(root, tmp_path)
 def test_augmentation_draws_are_mtans_ranges():
     generator = torch.Generator().manual_seed(0)
     draws = [ny.Augmentation.draw(generator, 288, 384) for _ in range(600)]
-    assert {d.scale for d in draws} == set(ny.SCALES)
+    assert {d.scale for d in draws} == set(SCALES)
     assert {d.flip for d in draws} == {True, False}
-    for scale in ny.SCALES:
+    for scale in SCALES:
         h, w = int(288 / scale), int(384 / scale)
         tops = {d.top for d in draws if d.scale == scale}
         lefts = {d.left for d in draws if d.scale == scale}

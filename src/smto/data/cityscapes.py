@@ -48,6 +48,7 @@ from torch.nn import functional
 
 from smto._optional import require
 from smto.data import npz_cache
+from smto.data.scale_crop import ScaleCrop
 from smto.errors import ConfigError, DataError, MissingError
 
 FORMAT_VERSION = 1
@@ -57,8 +58,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FULL_WIDTH = 2048
 MAX_ROTATION = 10.0
-SCALES = (1.0, 1.2, 1.5)
-"""The crop scales of ``RandomScaleCrop`` (MTAN, CAGrad)."""
 AUGMENTATIONS = ("rotate_flip", "scale_crop")
 ARRAYS = ("image", "label", "instance", "disparity")
 
@@ -438,28 +437,9 @@ class Augmentation:
             return cls(flip, float(angle))
         if kind != "scale_crop":
             raise ConfigError(f"augmentation must be one of {AUGMENTATIONS}, got {kind!r}")
-        scale = SCALES[int(torch.randint(len(SCALES), (), generator=generator))]
-        height, width = size
-        crop_h, crop_w = int(height / scale), int(width / scale)
-        top = int(torch.randint(height - crop_h + 1, (), generator=generator))
-        left = int(torch.randint(width - crop_w + 1, (), generator=generator))
+        crop = ScaleCrop.draw(generator, *size)
         flip = bool(torch.rand((), generator=generator) < 0.5)
-        return cls(flip, 0.0, scale, top, left)
-
-
-def scale_crop(image: Tensor, maps: Tensor, augmentation: Augmentation) -> tuple[Tensor, Tensor]:
-    """The crop of ``augmentation`` resized back to the full size, as ``RandomScaleCrop``
-    does it: bilinear with aligned corners for the image, (legacy) nearest for the maps."""
-    height, width = image.shape[-2:]
-    crop_h, crop_w = int(height / augmentation.scale), int(width / augmentation.scale)
-    rows = slice(augmentation.top, augmentation.top + crop_h)
-    cols = slice(augmentation.left, augmentation.left + crop_w)
-    size = (height, width)
-    image = functional.interpolate(
-        image[None, :, rows, cols], size=size, mode="bilinear", align_corners=True
-    )[0]
-    maps = functional.interpolate(maps[None, :, rows, cols].double(), size=size, mode="nearest")
-    return image, maps[0].to(torch.int64)
+        return cls(flip, 0.0, crop.scale, crop.top, crop.left)
 
 
 def make_sample(
@@ -480,7 +460,8 @@ def make_sample(
     scale = 1.0
     if augmentation is not None:
         if augmentation.scale != 1.0:
-            image, maps = scale_crop(image, maps, augmentation)
+            crop = ScaleCrop(augmentation.scale, augmentation.top, augmentation.left)
+            image, maps = crop.apply(image, "bilinear"), crop.apply(maps, "nearest")
             scale = augmentation.scale
         if augmentation.flip:
             image, maps = image.flip(-1), maps.flip(-1)

@@ -51,9 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional
 
 from smto.data import npz_cache
+from smto.data.scale_crop import ScaleCrop
 from smto.errors import DataError, MissingError
 
 FORMAT_VERSION = 1
@@ -64,7 +64,6 @@ KINDS = ("image", "label", "depth", "normal")
 FOLDERS = {"train": "train", "test": "val"}
 """The folder of each official set: MTAN's layout calls the official test set ``val``."""
 OFFICIAL_SIZES = {"train": 795, "test": 654}
-SCALES = (1.0, 1.2, 1.5)
 ARRAYS = KINDS
 
 LIBMTL_VAL = (
@@ -254,43 +253,23 @@ class Augmentation:
 
     @classmethod
     def draw(cls, generator: torch.Generator, height: int, width: int) -> Augmentation:
-        """The scale uniformly from :data:`SCALES`, the crop's corner uniformly among the
-        positions where it fits (both ends included, as Python's ``random.randint``), the
+        """The crop (:meth:`ScaleCrop.draw <smto.data.scale_crop.ScaleCrop.draw>`), then the
         flip with p = 0.5."""
-        scale = SCALES[int(torch.randint(len(SCALES), (), generator=generator))]
-        h, w = crop_size(height, width, scale)
-        top = int(torch.randint(height - h + 1, (), generator=generator))
-        left = int(torch.randint(width - w + 1, (), generator=generator))
+        crop = ScaleCrop.draw(generator, height, width)
         flip = bool(torch.rand((), generator=generator) < 0.5)
-        return cls(scale, top, left, flip)
-
-
-def crop_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """The crop of ``scale``: (int(H / s), int(W / s)), as MTAN."""
-    return int(height / scale), int(width / scale)
+        return cls(crop.scale, crop.top, crop.left, flip)
 
 
 def scale_crop(maps: dict[str, Tensor], augmentation: Augmentation) -> dict[str, Tensor]:
-    """MTAN's ``RandomScaleCrop`` of the (C, H, W) ``image``, ``normal``, ``depth`` and the
-    (H, W) ``label``: the crop resized back to (H, W), bilinear (``align_corners=True``) for
-    the image and the normals, nearest for the labels and the depth; the depth divided by the
-    scale."""
-    height, width = maps["image"].shape[-2:]
-    h, w = crop_size(height, width, augmentation.scale)
-    rows = slice(augmentation.top, augmentation.top + h)
-    cols = slice(augmentation.left, augmentation.left + w)
-    size = (height, width)
-
-    def resize(x: Tensor, mode: str) -> Tensor:
-        kwargs = {"align_corners": True} if mode == "bilinear" else {}
-        return functional.interpolate(x[None, :, rows, cols], size=size, mode=mode, **kwargs)[0]
-
-    label = resize(maps["label"][None].float(), "nearest")[0].to(maps["label"].dtype)
+    """MTAN's ``RandomScaleCrop`` (:class:`~smto.data.scale_crop.ScaleCrop`) of the (C, H, W)
+    ``image``, ``normal``, ``depth`` and the (H, W) ``label``: bilinear for the image and the
+    normals, nearest for the labels and the depth; the depth divided by the scale."""
+    crop = ScaleCrop(augmentation.scale, augmentation.top, augmentation.left)
     return {
-        "image": resize(maps["image"], "bilinear"),
-        "label": label,
-        "depth": resize(maps["depth"], "nearest") / augmentation.scale,
-        "normal": resize(maps["normal"], "bilinear"),
+        "image": crop.apply(maps["image"], "bilinear"),
+        "label": crop.apply(maps["label"][None], "nearest")[0],
+        "depth": crop.apply(maps["depth"], "nearest") / augmentation.scale,
+        "normal": crop.apply(maps["normal"], "bilinear"),
     }
 
 
@@ -354,7 +333,6 @@ class NYUv2Split(torch.utils.data.Dataset):
 __all__ = [
     "CLASSES",
     "LIBMTL_VAL",
-    "SCALES",
     "SHAPE",
     "Augmentation",
     "NYUv2Split",
