@@ -18,6 +18,7 @@ WORKLOAD_NAMES = (
     "mpnn_pyg",
     "deeplab-r18",
     "deeplab-r50",
+    "celeba-r18",
 )
 """The step benchmark's models (smto.bench.step.WORKLOADS, named here to keep torch out of
 building the parser)."""
@@ -53,13 +54,16 @@ def _cmd_step(args: argparse.Namespace) -> int:
     timings = []
     for model in selected_workloads(args.model):
         mpnn, deeplab = model.startswith("mpnn"), model.startswith("deeplab")
+        celeba = model.startswith("celeba")
         if deeplab:
             shape = tuple(args.deeplab_shape)
             workload = WORKLOADS[model](args.deeplab_batch_size, args.device, shape=shape)
+        elif celeba:
+            workload = WORKLOADS[model](args.celeba_batch_size, args.device)
         else:
             batch_size = args.mpnn_batch_size if mpnn else args.batch_size
             workload = WORKLOADS[model](batch_size, args.device)
-        repeats = args.repeats if args.repeats else (3 if mpnn or deeplab else 20)
+        repeats = args.repeats if args.repeats else (3 if mpnn or deeplab or celeba else 20)
         timings += run_benchmark(
             workload,
             methods,
@@ -105,7 +109,9 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         "heavy_heads: three 3-layer 256-wide heads on a 50-d representation (K = 3); mpnn: QM9 "
         "(K = 11), the fast dense encoder; mpnn_pyg: the same MPNN built from PyG layers (needs "
         "the graph extra); deeplab-r18, deeplab-r50: Cityscapes S_D_I (K = 3) on the dilated "
-        "ResNet-18/50 with DeepLab heads; all (default): lenet, lenet4, heavy_heads, mpnn",
+        "ResNet-18/50 with DeepLab heads; celeba-r18: CelebA's 40 attributes (K = 40) on a "
+        "ResNet-18 with linear heads, 64 x 64 images; all (default): lenet, lenet4, "
+        "heavy_heads, mpnn",
     )
     step.add_argument("--methods", nargs="+", help="method names (default: all registered)")
     step.add_argument(
@@ -123,6 +129,12 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         type=int,
         default=8,
         help="images per batch of deeplab-r18 and deeplab-r50 (the study uses 32)",
+    )
+    step.add_argument(
+        "--celeba-batch-size",
+        type=int,
+        default=64,
+        help="images per batch of celeba-r18 (the study uses 512; 64 keeps CPU runs short)",
     )
     step.add_argument(
         "--deeplab-shape",
@@ -143,7 +155,8 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         "--repeats",
         type=int,
         default=0,
-        help="timed steps per method (default 3 for the MPNNs and DeepLabs, 20 for the others)",
+        help="timed steps per method (default 3 for the MPNNs, DeepLabs and CelebA, 20 for the "
+        "others)",
     )
     step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     step.add_argument(

@@ -1,10 +1,10 @@
 """The step benchmark: one training step of every method, against two baselines.
 
 For each model (the Multi-MNIST LeNet, K = 2; the QM9 MPNN, K = 11, and its PyG-layer
-reference; the Cityscapes DeepLab models, K = 3) it times a full step (the engine's training
-step: zero_grad, forward, the method's backward, Adam step, and the extra work some methods
-declare: Auto-Lambda's meta step, FAMO's second forward) and reports the median over
-repeats and two ratios measured in the same run:
+reference; the Cityscapes DeepLab models, K = 3; the CelebA ResNet-18, K = 40) it times a
+full step (the engine's training step: zero_grad, forward, the method's backward, Adam step,
+and the extra work some methods declare: Auto-Lambda's meta step, FAMO's second forward) and
+reports the median over repeats and two ratios measured in the same run:
 
 * to Unit. Scal. (forward + one backward + step), the target for loss-based methods;
 * to the Jacobian floor: forward + the fastest exact K-task Jacobian of the shared parameters
@@ -182,6 +182,27 @@ def deeplab_workload(
     return Workload(name, make_model, x, losses, n_tasks=3)
 
 
+def celeba_workload(batch_size: int = 64, device: str = "cpu", size: int = 64) -> Workload:
+    """CelebA's 40 attributes (K = 40): the pooled ResNet-18 with one linear logit per
+    attribute on random ``size`` x ``size`` images and random 0/1 targets, the problem's
+    binary cross-entropy."""
+    from smto.data.celeba import TASKS
+    from smto.models.classifier import resnet_classifier
+    from smto.problems.celeba import task_loss
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, size, size, generator=g).to(device)
+    labels = torch.randint(0, 2, (len(TASKS), batch_size), generator=g).float().to(device)
+
+    def losses(out: dict[str, Tensor]) -> Tensor:
+        return torch.stack([task_loss(out[t], labels[i]) for i, t in enumerate(TASKS)])
+
+    def make_model() -> SharedEncoderModel:
+        return resnet_classifier(TASKS).to(device)
+
+    return Workload("celeba-r18", make_model, x, losses, n_tasks=len(TASKS))
+
+
 WORKLOADS: dict[str, Callable[..., Workload]] = {
     "lenet": lenet_workload,
     "lenet4": lambda batch_size=256, device="cpu": lenet_workload(
@@ -194,6 +215,7 @@ WORKLOADS: dict[str, Callable[..., Workload]] = {
     "deeplab-r50": lambda batch_size=8, device="cpu", shape=(256, 128): deeplab_workload(
         batch_size, device, "resnet50", shape
     ),
+    "celeba-r18": celeba_workload,
 }
 """The step benchmark's models by name: each takes (batch_size, device)."""
 

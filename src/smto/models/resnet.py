@@ -11,6 +11,9 @@ that MTAN and LibMTL (``resnet_dilated``) use: layer3 is dilated by d = 2 and la
 d = 4; there the conv that carried the stride 2 gets stride 1 and, if 3x3, dilation d // 2,
 every other 3x3 conv gets dilation d (padding = dilation throughout), and the 1x1 downsample
 conv gets stride 1. An H x W image gives a ceil(H/8) x ceil(W/8) feature map.
+
+``DilatedResNet(depth, dilated=False)`` is the plain ResNet (output stride 32) that the
+CelebA classifier pools (:mod:`smto.models.classifier`).
 """
 
 from __future__ import annotations
@@ -108,23 +111,29 @@ _BLOCKS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] 
 
 class DilatedResNet(nn.Module):
     """ResNet-``depth`` (18 or 50) up to layer4, of output stride 8 (module docstring);
-    ``forward`` returns layer4's (B, out_channels, ceil(H/8), ceil(W/8)) feature map."""
+    ``forward`` returns layer4's (B, out_channels, ceil(H/8), ceil(W/8)) feature map.
 
-    def __init__(self, depth: int) -> None:
+    ``dilated=False`` builds torchvision's plain ResNet instead (every layer keeps its stride
+    and no conv is dilated: output stride 32, a ceil(H/32) x ceil(W/32) map), with the same
+    parameter names."""
+
+    def __init__(self, depth: int, dilated: bool = True) -> None:
         super().__init__()
         if depth not in _BLOCKS:
             raise ConfigError(f"no dilated ResNet of depth {depth!r}; valid depths: {DEPTHS}")
         block, counts = _BLOCKS[depth]
         self.depth = depth
+        self.dilated = bool(dilated)
+        dilations = _DILATIONS if self.dilated else (1, 1, 1, 1)
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, counts[0], 1, _DILATIONS[0])
-        self.layer2 = self._make_layer(block, 128, counts[1], 2, _DILATIONS[1])
-        self.layer3 = self._make_layer(block, 256, counts[2], 2, _DILATIONS[2])
-        self.layer4 = self._make_layer(block, 512, counts[3], 2, _DILATIONS[3])
+        self.layer1 = self._make_layer(block, 64, counts[0], 1, dilations[0])
+        self.layer2 = self._make_layer(block, 128, counts[1], 2, dilations[1])
+        self.layer3 = self._make_layer(block, 256, counts[2], 2, dilations[2])
+        self.layer4 = self._make_layer(block, 512, counts[3], 2, dilations[3])
         self.out_channels = 512 * block.expansion
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
