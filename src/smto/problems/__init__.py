@@ -6,14 +6,18 @@ from typing import Any
 
 from smto.errors import ConfigError
 from smto.problems.base import SPLITS, Batch, Meter, Metric, Problem, parse_tasks
+from smto.problems.celeba import CelebA
 from smto.problems.cityscapes import Cityscapes
 from smto.problems.multi_mnist import MultiMNIST
+from smto.problems.nyuv2 import NYUv2
 from smto.problems.qm9 import QM9
 from smto.problems.toy import ToyRegression
 
 PROBLEMS: dict[str, type[Problem]] = {
+    CelebA.name: CelebA,
     Cityscapes.name: Cityscapes,
     MultiMNIST.name: MultiMNIST,
+    NYUv2.name: NYUv2,
     QM9.name: QM9,
     ToyRegression.name: ToyRegression,
 }
@@ -47,10 +51,12 @@ __all__ = [
     "QM9",
     "SPLITS",
     "Batch",
+    "CelebA",
     "Cityscapes",
     "Meter",
     "Metric",
     "MultiMNIST",
+    "NYUv2",
     "Problem",
     "ToyRegression",
     "create_problem",
