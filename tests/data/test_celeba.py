@@ -140,7 +140,7 @@ def test_a_missing_image_is_one_error_before_decoding(tree, layout, monkeypatch)
         cb.check_images(layout, names, "train")
     text = str(error.value)
     assert str(layout.images / names[3]) in text and "train split" in text
-    assert "2 images missing in all" in text
+    assert "2 files missing in all" in text
 
 
 # ------------------------------------------------------------------ decoding and the cache

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from smto._optional import require
-from smto.data import npz_cache
+from smto.data import npz_cache, paths
 from smto.errors import DataError, MissingError
 
 FORMAT_VERSION = 1
@@ -232,13 +232,9 @@ def check_images(layout: Layout, names: Sequence[str], split: str) -> tuple[Path
     """The image files of ``names``; one MissingError naming the first missing file (and how
     many are missing) otherwise, before anything is decoded."""
     files = tuple(layout.images / name for name in names)
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        more = f" ({len(missing)} images missing in all)" if len(missing) > 1 else ""
-        raise MissingError(
-            f"CelebA image missing: {missing[0]}, needed by the {split} split{more}; check that "
-            f"{IMAGE_DIR}.zip is fully unpacked"
-        )
+    paths.require_files(
+        files, "CelebA image", split, f"check that {IMAGE_DIR}.zip is fully unpacked"
+    )
     return files
 
 

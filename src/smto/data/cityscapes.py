@@ -47,7 +47,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from smto._optional import require
-from smto.data import npz_cache
+from smto.data import npz_cache, paths
 from smto.data.scale_crop import ScaleCrop
 from smto.errors import ConfigError, DataError, MissingError
 
@@ -246,13 +246,12 @@ def check_files(layout: dict[str, Path], entries: Sequence[str], split: str) -> 
     """The files of ``entries``; one MissingError naming the first missing file (and how many
     are missing) otherwise, before anything is decoded."""
     files = [sample_files(layout, e) for e in entries]
-    missing = [p for f in files for p in f.all() if not p.is_file()]
-    if missing:
-        more = f" ({len(missing)} files missing in all)" if len(missing) > 1 else ""
-        raise MissingError(
-            f"Cityscapes file missing: {missing[0]}, needed by the {split} split{more}; check the "
-            "directory and that the leftImg8bit, gtFine and disparity archives are unpacked"
-        )
+    paths.require_files(
+        (p for f in files for p in f.all()),
+        "Cityscapes file",
+        split,
+        "check the directory and that the leftImg8bit, gtFine and disparity archives are unpacked",
+    )
     return files
 
 

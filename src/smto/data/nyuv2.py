@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from smto.data import npz_cache
+from smto.data import npz_cache, paths
 from smto.data.scale_crop import ScaleCrop
 from smto.errors import DataError, MissingError
 
@@ -161,13 +161,12 @@ def check_files(root: Path, entries: Sequence[Entry], split: str) -> list[Sample
     """The files of ``entries``; one MissingError naming the first missing file (and how many
     are missing) otherwise, before any is read."""
     files = [sample_files(root, e) for e in entries]
-    missing = [p for f in files for p in f.all() if not p.is_file()]
-    if missing:
-        more = f" ({len(missing)} files missing in all)" if len(missing) > 1 else ""
-        raise MissingError(
-            f"NYUv2 file missing: {missing[0]}, needed by the {split} split{more}; the "
-            "preprocessed NYUv2 of MTAN has <root>/{train,val}/{image,label,depth,normal}/<i>.npy"
-        )
+    paths.require_files(
+        (p for f in files for p in f.all()),
+        "NYUv2 file",
+        split,
+        "the preprocessed NYUv2 of MTAN has <root>/{train,val}/{image,label,depth,normal}/<i>.npy",
+    )
     return files
 
 

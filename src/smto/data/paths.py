@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
-from smto.errors import ConfigError
+from smto.errors import ConfigError, MissingError
 
 DATA_ENV = "SMTO_DATA"
 CACHE_ENV = "SMTO_CACHE"
@@ -105,3 +106,15 @@ def set_default_mode(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     path.chmod(0o666 & ~umask)
+
+
+def require_files(files: Iterable[Path], what: str, split: str, hint: str) -> None:
+    """Raises one MissingError naming the first of ``files`` that is missing (and how many
+    are), e.g. "Cityscapes file missing: ..., needed by the train split; <hint>", so that a
+    dataset fails before anything is decoded, not mid-epoch."""
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        more = f" ({len(missing)} files missing in all)" if len(missing) > 1 else ""
+        raise MissingError(
+            f"{what} missing: {missing[0]}, needed by the {split} split{more}; {hint}"
+        )

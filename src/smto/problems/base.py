@@ -181,10 +181,21 @@ def check_split_counts(name: str, values: Any, allow_none: bool = False) -> None
             raise ConfigError(f"{expected}; got {values!r} ({split} = {value!r})")
 
 
+def check_choices(values: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]) -> None:
+    """Raises ConfigError unless each option named in ``choices`` is one of its values."""
+    for name, valid in choices.items():
+        if values[name] not in valid:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(map(repr, valid))}, got {values[name]!r}"
+            )
+
+
 def check_common_options(values: Mapping[str, Any], paths: Sequence[str] = ()) -> None:
     """Raises ConfigError for the options several problems share, where ``values`` has them:
     ``seed`` (an integer >= 0), ``download`` (a bool), ``limits`` (see
-    :func:`check_split_counts`), and the path options named in ``paths`` (a path or None)."""
+    :func:`check_split_counts`), ``workers`` (an integer >= 0), ``pretrained`` (a weights
+    file, "torchvision" or None), ``shape`` ((width, height), two integers >= 8), and the path
+    options named in ``paths`` (a path or None)."""
     if "seed" in values:
         seed = values["seed"]
         if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
@@ -196,6 +207,24 @@ def check_common_options(values: Mapping[str, Any], paths: Sequence[str] = ()) -
         raise ConfigError(f"download must be True or False, got {values['download']!r}")
     if "limits" in values:
         check_split_counts("limits", values["limits"], allow_none=True)
+    if "workers" in values:
+        workers = values["workers"]
+        if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 0:
+            raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
+    pretrained = values.get("pretrained")
+    if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
+        raise ConfigError(
+            f"pretrained must be a weights file, 'torchvision' or None, got {pretrained!r}"
+        )
+    if "shape" in values:
+        shape = values["shape"]
+        sizes = shape if isinstance(shape, (list, tuple)) else ()
+        if len(sizes) != 2 or not all(
+            isinstance(v, Integral) and not isinstance(v, bool) and v >= 8 for v in sizes
+        ):
+            raise ConfigError(
+                f"shape must be (width, height), two integers >= 8 (e.g. [512, 256]), got {shape!r}"
+            )
 
 
 def index_batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:

@@ -115,19 +115,11 @@ class CelebA(Problem):
     def check_options(cls, **options: Any) -> None:
         values = cls.options_with_defaults(options)
         check_common_options(values, paths=("root", "data_dir"))
-        workers = values["workers"]
-        if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 0:
-            raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
         size = values["size"]
         if isinstance(size, bool) or not isinstance(size, Integral) or size < MIN_SIZE:
             raise ConfigError(
                 f"size must be an integer >= {MIN_SIZE} (the side of the square images; the "
                 f"study's is 64), got {size!r}"
-            )
-        pretrained = values["pretrained"]
-        if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
-            raise ConfigError(
-                f"pretrained must be a weights file, 'torchvision' or None, got {pretrained!r}"
             )
 
     def split_size(self, split: str) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from numbers import Integral, Real
+from numbers import Real
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from smto.problems.base import (
     Meter,
     Metric,
     Problem,
+    check_choices,
     check_common_options,
 )
 from smto.problems.loading import loader_batches
@@ -154,31 +155,10 @@ class Cityscapes(Problem):
     def check_options(cls, **options: Any) -> None:
         values = cls.options_with_defaults(options)
         check_common_options(values, paths=("root", "data_dir", "split_dir"))
-        for name, valid in (("split", SPLIT_MODES), ("backbone", BACKBONES), ("classes", CLASSES)):
-            if values[name] not in valid:
-                raise ConfigError(
-                    f"{name} must be one of {', '.join(map(repr, valid))}, got {values[name]!r}"
-                )
-        shape = values["shape"]
-        sizes = shape if isinstance(shape, (list, tuple)) else ()
-        if len(sizes) != 2 or not all(
-            isinstance(v, Integral) and not isinstance(v, bool) and v >= 8 for v in sizes
-        ):
-            raise ConfigError(
-                f"shape must be (width, height), two integers >= 8 (e.g. [512, 256]), got {shape!r}"
-            )
-        pretrained = values["pretrained"]
-        if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
-            raise ConfigError(
-                f"pretrained must be a weights file, 'torchvision' or None, got {pretrained!r}"
-            )
-        if values["augment"] not in AUGMENT:
-            raise ConfigError(
-                f"augment must be one of {', '.join(map(repr, AUGMENT))}, got {values['augment']!r}"
-            )
-        workers = values["workers"]
-        if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 0:
-            raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
+        check_choices(
+            values,
+            {"split": SPLIT_MODES, "backbone": BACKBONES, "classes": CLASSES, "augment": AUGMENT},
+        )
         dropout = values["aspp_dropout"]
         if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0 <= dropout < 1:
             raise ConfigError(f"aspp_dropout must be a number in [0, 1), got {dropout!r}")

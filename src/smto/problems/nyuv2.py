@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from numbers import Integral, Real
+from numbers import Real
 from os import PathLike
 from typing import Any
 
@@ -44,6 +44,7 @@ from smto.problems.base import (
     Meter,
     Metric,
     Problem,
+    check_choices,
     check_common_options,
 )
 from smto.problems.cityscapes import (
@@ -162,34 +163,14 @@ class NYUv2(Problem):
     def check_options(cls, **options: Any) -> None:
         values = cls.options_with_defaults(options)
         check_common_options(values, paths=("root", "data_dir"))
-        for name, valid in (("split", SPLIT_MODES), ("architecture", ARCHITECTURES)):
-            if values[name] not in valid:
-                raise ConfigError(
-                    f"{name} must be one of {', '.join(map(repr, valid))}, got {values[name]!r}"
-                )
+        check_choices(values, {"split": SPLIT_MODES, "architecture": ARCHITECTURES})
         if values["backbone"] is not None and values["backbone"] not in BACKBONES:
             raise ConfigError(
                 f"backbone must be one of {', '.join(map(repr, BACKBONES))}, "
                 f"got {values['backbone']!r}"
             )
-        shape = values["shape"]
-        sizes = shape if isinstance(shape, (list, tuple)) else ()
-        if len(sizes) != 2 or not all(
-            isinstance(v, Integral) and not isinstance(v, bool) and v >= 8 for v in sizes
-        ):
-            raise ConfigError(
-                f"shape must be (width, height), two integers >= 8 (e.g. [384, 288]), got {shape!r}"
-            )
-        pretrained = values["pretrained"]
-        if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
-            raise ConfigError(
-                f"pretrained must be a weights file, 'torchvision' or None, got {pretrained!r}"
-            )
         if not isinstance(values["augment"], bool):
             raise ConfigError(f"augment must be True or False, got {values['augment']!r}")
-        workers = values["workers"]
-        if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 0:
-            raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
         dropout = values["aspp_dropout"]
         if dropout is not None and (
             isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0 <= dropout < 1
@@ -203,10 +184,10 @@ class NYUv2(Problem):
                     "backbone to choose and is trained from scratch, as in MTAN and LibMTL); "
                     "drop them, or set architecture='deeplab'"
                 )
-            if any(int(v) % SEGNET_DOWNSAMPLING for v in sizes):
+            if any(int(v) % SEGNET_DOWNSAMPLING for v in values["shape"]):
                 raise ConfigError(
-                    f"shape {list(sizes)}: SegNet needs a width and a height that are multiples "
-                    f"of {SEGNET_DOWNSAMPLING}"
+                    f"shape {list(values['shape'])}: SegNet needs a width and a height that "
+                    f"are multiples of {SEGNET_DOWNSAMPLING}"
                 )
         if values["split"] == "libmtl" and values["seed"] != 0:
             raise ConfigError(

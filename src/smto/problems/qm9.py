@@ -29,6 +29,7 @@ from smto.problems.base import (
     Meter,
     Metric,
     Problem,
+    check_choices,
     check_common_options,
     index_batches,
 )
@@ -120,11 +121,7 @@ class QM9(Problem):
     @classmethod
     def check_options(cls, **options: Any) -> None:
         values = cls.options_with_defaults(options)
-        for name, valid in (("source", SOURCES), ("split", SPLIT_MODES), ("model", MODELS)):
-            if values[name] not in valid:
-                raise ConfigError(
-                    f"{name} must be one of {', '.join(map(repr, valid))}, got {values[name]!r}"
-                )
+        check_choices(values, {"source": SOURCES, "split": SPLIT_MODES, "model": MODELS})
         check_common_options(values, paths=("data_dir", "split_file"))
         seed = values["seed"]
         if values["split"] == "original" and seed != 0:
