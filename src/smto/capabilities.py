@@ -11,7 +11,9 @@ checks ``isinstance(method, Capability)``:
 * :class:`ValidationStep` (Auto-Lambda): before each step's forward pass,
   ``method.validation_step(task_losses, model, train_batch, val_batch, lr)`` with the next
   batch of a cycled validation loader;
-* :class:`EpochEnd` (DWA): ``method.end_epoch()`` after each training epoch.
+* :class:`EpochEnd` (DWA): ``method.end_epoch()`` after each training epoch;
+* :class:`TaskKPIs` (DTP with ``kpi="given"``): ``method.observe_kpis(kpis)`` with the
+  per-task key performance indicators (accuracies, in (0, 1]) of the latest batch.
 
 :func:`head_inputs_of` and :func:`optimizer_groups` serve the first two for any method.
 """
@@ -71,6 +73,15 @@ class EpochEnd(ABC):
     @abstractmethod
     def end_epoch(self) -> None:
         """Called at the end of each training epoch."""
+
+
+class TaskKPIs(ABC):
+    """The method weighs the tasks by key performance indicators that the loop measures."""
+
+    @abstractmethod
+    def observe_kpis(self, kpis: Tensor) -> None:
+        """Called with the (K,) KPIs in (0, 1] (higher is better, e.g. each task's accuracy on
+        the batch), before the ``backward`` they should weigh."""
 
 
 def head_inputs_of(method: object) -> Callable[[Tensor], list[Tensor]] | None:

@@ -57,7 +57,7 @@ def test_same_seed_gives_identical_histories(tmp_path):
     assert history_without_times(other) != history_without_times(a)
 
 
-WEIGHTS_FROM_STATE = {"famo", "dwa", "uw", "auto_lambda", "stch", "gradnorm"}
+WEIGHTS_FROM_STATE = {"famo", "dwa", "uw", "auto_lambda", "stch", "gradnorm", "go4align", "dtp"}
 """Methods whose task weights come from their own learned or per-epoch state."""
 
 
@@ -78,6 +78,8 @@ class _Stop(Exception):
         ("db_mtl", {}),
         ("stch", {"warmup_epochs": 1}),  # the scalarization takes over in epoch 2
         ("gradnorm", {}),  # learned weights from epoch 1
+        ("go4align", {"num_groups": 2, "robust_step_size": 0.1}),  # the risk term moves
+        ("dtp", {}),
     ],
 )
 def test_a_stopped_run_resumes_to_the_uninterrupted_numbers(tmp_path, method, params):
