@@ -188,9 +188,12 @@ def write_report(
     beta: float = 0.9,
     pairwise: bool = False,
     figures: bool = True,
+    convention: str | None = None,
 ) -> Report:
     """Writes the tables (``<name>.tex|.md`` and ``.csv``), the reference used, the per-run
-    results and the figures (PNG and PDF) to ``out``."""
+    results and the figures (PNG and PDF) to ``out``. Configurations are chosen and Delta_m
+    reported in ``convention`` (None: the one the runs chose their best epochs by; see
+    :func:`smto.evaluation.results.collect_results`)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     tasks = "_".join(parse_tasks(tasks))
@@ -199,7 +202,9 @@ def write_report(
     options = problem_options_of(records, problem, tasks)
     if reference is None:
         reference = auto_reference(records, problem, tasks, options)
-    results = collect_results(records, problem, tasks, reference, methods, exclude, baseline)
+    results = collect_results(
+        records, problem, tasks, reference, methods, exclude, baseline, convention
+    )
     warn_other_references(results, reference)
     tables = all_tables(results, baseline)
     if pairwise:

@@ -21,6 +21,7 @@ from smto.evaluation.reference import Reference
 from smto.evaluation.selection import (
     finished,
     group_runs,
+    records_convention,
     run_delta_m,
     select_configurations,
     task_metrics,
@@ -64,11 +65,14 @@ class MethodResult:
     reference: Reference
     failed_runs: int = 0
     """Failed runs of the chosen configuration, left out of ``runs``."""
+    convention: str = "study"
+    """The Delta_m convention of ``delta_m`` and of the choice of the configuration
+    (:mod:`smto.problems.delta_m`)."""
     delta_m: list[float] = field(init=False)
-    """Test Delta_m (%) of each run (nan for a run without a best epoch)."""
+    """Test Delta_m (%) of each run in ``convention`` (nan for a run without a best epoch)."""
 
     def __post_init__(self) -> None:
-        self.delta_m = [run_delta_m(r, self.reference, "test") for r in self.runs]
+        self.delta_m = [run_delta_m(r, self.reference, "test", self.convention) for r in self.runs]
 
     @property
     def seeds(self) -> list[int]:
@@ -133,9 +137,12 @@ def collect_results(
     methods: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     baseline: str = "unit_scal",
+    convention: str | None = None,
 ) -> list[MethodResult]:
     """Each method's :class:`MethodResult`, in the order of ``methods`` (default: the baseline
-    first, then the others by display name). A requested method without runs is an error."""
+    first, then the others by display name). A requested method without runs is an error.
+    Configurations are chosen and Delta_m computed in ``convention`` (None: the one the runs
+    chose their best epochs by, :func:`smto.evaluation.selection.records_convention`)."""
     if reference.problem != problem:
         raise ConfigError(f"the reference is of {reference.problem!r}, not {problem!r}")
     by_method = method_runs(records, problem, tasks)
@@ -155,15 +162,18 @@ def collect_results(
     if not names:
         raise ConfigError(f"no methods to report on {problem} {tasks}; methods with runs: {found}")
     metrics = task_metrics(problem, parse_tasks(tasks))
+    convention = records_convention([r for m in names for r in by_method[m]], convention)
     results = []
     for name in names:
         runs = by_method[name]
-        key = select_configurations(runs, reference)[0]
+        key = select_configurations(runs, reference, convention)[0]
         spec = registry.spec(name)
         group = group_runs(runs)[key]
         chosen = [r for r in group if r.status != "failed"]
         failed = len(group) - len(chosen)
         results.append(
-            MethodResult(name, spec.display_name, key, chosen, metrics, reference, failed)
+            MethodResult(
+                name, spec.display_name, key, chosen, metrics, reference, failed, convention
+            )
         )
     return results

@@ -22,7 +22,7 @@ from smto.errors import ConfigError
 from smto.evaluation.reference_values import Reference
 from smto.problems import parse_tasks, problem_class
 from smto.problems.base import Metric
-from smto.problems.delta_m import delta_m
+from smto.problems.delta_m import check_convention, delta_m, delta_m_higher_is_better
 from smto.train.records import RunRecord
 
 UNFINISHED = ("running", "interrupted")
@@ -30,6 +30,9 @@ UNFINISHED = ("running", "interrupted")
 NOT_IDENTITY = ("seed", "reference", "device")
 """Configuration fields that do not make a different configuration: the seed (runs of one
 configuration), the single-task reference (it only picks the best epoch) and the device."""
+KEYED_WHEN_SET = ("delta_m_convention",)
+"""Fields added after configuration keys were first written: in the key only when set, so
+the keys of configurations that leave them at None stay those of older versions."""
 
 
 def configuration_key(config: Mapping[str, Any]) -> str:
@@ -52,7 +55,11 @@ def configuration_key(config: Mapping[str, Any]) -> str:
     full["method"] = spec.name
     full["method_params"] = params
     full["tasks"] = "_".join(parse_tasks(full["tasks"]))
-    identity = {k: v for k, v in full.items() if k not in NOT_IDENTITY}
+    identity = {
+        k: v
+        for k, v in full.items()
+        if k not in NOT_IDENTITY and not (k in KEYED_WHEN_SET and v is None)
+    }
     text = json.dumps(identity, sort_keys=True, default=str)
     return f"{spec.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
@@ -90,9 +97,32 @@ def run_values(record: RunRecord, split: str) -> dict[str, dict[str, float]] | N
     return record.best_val if split == "val" else record.best_test
 
 
-def run_delta_m(record: RunRecord, reference: Reference, split: str) -> float:
+def run_convention(record: RunRecord) -> str:
+    """The Delta_m convention the run chose its best epoch by ("study" unless configured)."""
+    return check_convention(record.config.get("delta_m_convention"))
+
+
+def records_convention(records: Iterable[RunRecord], convention: str | None = None) -> str:
+    """``convention`` when given; otherwise the one the runs chose their best epochs by,
+    which must be the same for all (a mix is a ConfigError)."""
+    if convention is not None:
+        return check_convention(convention)
+    found = sorted({run_convention(r) for r in records})
+    if len(found) > 1:
+        raise ConfigError(
+            f"the runs chose their best epochs by different Delta_m conventions {found}: "
+            "compare runs of one convention, or name the convention to score them by"
+        )
+    return found[0] if found else "study"
+
+
+def run_delta_m(
+    record: RunRecord, reference: Reference, split: str, convention: str | None = None
+) -> float:
     """Delta_m (%) of the run's best epoch on ``split`` against the reference's values of
-    that split; nan where the run has no best epoch (or no value of one of its metrics)."""
+    that split, in ``convention`` (None: the run's own, :func:`run_convention`); nan where
+    the run has no best epoch (or no value of one of its metrics)."""
+    convention = run_convention(record) if convention is None else check_convention(convention)
     values = run_values(record, split)
     metrics = task_metrics(record.config["problem"], record_tasks(record))
     ref = reference.val if split == "val" else reference.test
@@ -106,7 +136,7 @@ def run_delta_m(record: RunRecord, reference: Reference, split: str) -> float:
         m.name not in values.get(t, {}) for t, ms in metrics.items() for m in ms
     ):
         return math.nan
-    return delta_m(values, ref, metrics)
+    return delta_m(values, ref, metrics, convention)
 
 
 def selection_value(record: RunRecord, value: float) -> float:
@@ -136,14 +166,18 @@ def metric_value(record: RunRecord, task: str, metric: str, split: str) -> float
 
 
 def select_configurations(
-    records: Sequence[RunRecord], reference: Reference | None = None
+    records: Sequence[RunRecord],
+    reference: Reference | None = None,
+    convention: str | None = None,
 ) -> list[str]:
     """The configuration keys that stage 2 (more seeds, the tables) continues with.
 
     Multi-task runs (of one method; ``reference`` required): the key of the best mean
-    validation Delta_m. Single-task runs (``reference`` None): for each task and metric, the
-    key of the best mean validation value at that metric's best epoch, deduplicated, in task
-    then metric order. Runs without a result count as worst (module docstring).
+    validation Delta_m in ``convention`` (None: the runs', :func:`records_convention`; the
+    highest under the study's, the lowest under Elich et al.'s). Single-task runs
+    (``reference`` None): for each task and metric, the key of the best mean validation value
+    at that metric's best epoch, deduplicated, in task then metric order. Runs without a
+    result count as worst (module docstring).
     """
     records = finished(records)
     if not records:
@@ -158,8 +192,13 @@ def select_configurations(
                 "multi-task runs are selected by validation Delta_m: give the single-task "
                 "reference (smto.evaluation.single_task_reference)"
             )
+        convention = records_convention(records, convention)
+        higher = delta_m_higher_is_better(convention)
         scores = {
-            key: ranking_score([selection_value(r, run_delta_m(r, reference, "val")) for r in runs])
+            key: ranking_score(
+                [selection_value(r, run_delta_m(r, reference, "val", convention)) for r in runs],
+                higher,
+            )
             for key, runs in groups.items()
         }
         return [best_key(scores)]

@@ -32,6 +32,7 @@ import numpy as np
 from smto._optional import require
 from smto.errors import ConfigError
 from smto.problems.base import Metric
+from smto.problems.delta_m import check_convention, delta_m_higher_is_better, delta_m_label
 from smto.report.rank import mean_rank
 from smto.report.statistics import CONFIDENCE, N_RESAMPLES, compare, summarize
 
@@ -64,6 +65,12 @@ class MethodResults(Protocol):
         ...
 
     @property
+    def convention(self) -> str:
+        """The Delta_m convention of ``delta_m`` ("study" or "elich",
+        :mod:`smto.problems.delta_m`)."""
+        ...
+
+    @property
     def seeds(self) -> Sequence[int]:
         """The seed of each run, in the order of ``delta_m``."""
         ...
@@ -83,6 +90,19 @@ class MethodResults(Protocol):
 
 DELTA_M = "Δm (%)"
 MISSING = "–"
+
+
+def delta_m_column(convention: str = "study") -> str:
+    """The column label of a Delta_m in ``convention``: "Δm (%)" or "ΔM (Elich) (%)"."""
+    return f"{delta_m_label(convention)} (%)"
+
+
+def results_convention(results: Sequence[MethodResults]) -> str:
+    """The one Delta_m convention of ``results`` (a mix is a ConfigError)."""
+    found = sorted({check_convention(r.convention) for r in results})
+    if len(found) > 1:
+        raise ConfigError(f"results of several Delta_m conventions {found} in one table")
+    return found[0] if found else "study"
 
 
 def precision_round(value: float, total_size: int = 4) -> str:
@@ -205,7 +225,7 @@ def _latex_escape(text: str) -> str:
         "–": "--",
     }
     escaped = "".join(special.get(ch, ch) for ch in text)
-    return escaped.replace("Δm", r"$\Delta_m$")
+    return escaped.replace("Δm", r"$\Delta_m$").replace("ΔM", r"$\Delta_M$")
 
 
 def metric_columns(results: Sequence[MethodResults]) -> list[tuple[str, str, str, bool]]:
@@ -225,27 +245,33 @@ def _check(results: Sequence[MethodResults]) -> None:
 
 
 def relative_gain_table(results: Sequence[MethodResults]) -> Table:
-    """Per-metric relative gain (%) averaged over runs, and the average Delta_m."""
+    """Per-metric relative gain (%) averaged over runs, and the average Delta_m: the column
+    "avg" under the study's convention, "ΔM (Elich) (%)" (lower is better) under Elich's."""
     _check(results)
+    convention = results_convention(results)
+    average = "avg" if convention == "study" else delta_m_column(convention)
     columns = metric_columns(results)
     rows = {}
     for result in results:
         gains = result.mean_gains()
         row = {label: gains[task][metric] for label, task, metric, _ in columns}
-        row["avg"] = result.mean_delta_m()
+        row[average] = result.mean_delta_m()
         rows[result.name] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
+    directions: dict[str, bool | None] = dict.fromkeys(frame.columns, True)
+    directions[average] = delta_m_higher_is_better(convention)
     return Table(
         "relative_gains",
-        "Relative gain (%) of each metric over the single-task reference, and Δm (avg)",
+        "Relative gain (%) of each metric over the single-task reference, and "
+        f"{delta_m_label(convention)} ({average})",
         frame,
-        dict.fromkeys(frame.columns, True),
+        directions,
     )
 
 
 def gain_statistics_table(results: Sequence[MethodResults]) -> Table:
     """min, max, median, std and mean of each method's per-metric relative gains."""
-    gains = relative_gain_table(results).frame.drop(columns="avg")
+    gains = relative_gain_table(results).frame.iloc[:, :-1]  # the metrics, not the average
     functions = {
         "min": np.min,
         "max": np.max,
@@ -270,26 +296,30 @@ def metrics_table(results: Sequence[MethodResults]) -> Table:
     """Mean test metrics with Delta_m (%) and the mean rank MR."""
     _check(results)
     columns = metric_columns(results)
+    convention = results_convention(results)
+    delta = delta_m_column(convention)
     means = {r.name: r.mean_test() for r in results}
     ranks = mean_rank(means, results[0].metrics)
     rows = {}
     for result in results:
         row = {label: means[result.name][task][metric] for label, task, metric, _ in columns}
-        row[DELTA_M] = result.mean_delta_m()
+        row[delta] = result.mean_delta_m()
         row["MR"] = ranks[result.name]
         rows[result.name] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     directions: dict[str, bool | None] = {label: hib for label, _, _, hib in columns}
-    directions[DELTA_M] = True
+    directions[delta] = delta_m_higher_is_better(convention)
     directions["MR"] = False
     formats = {"MR": lambda v: precision_round(v, 3)}
-    return Table("test_metrics", "Mean test metrics, Δm and mean rank", frame, directions, formats)
+    caption = f"Mean test metrics, {delta_m_label(convention)} and mean rank"
+    return Table("test_metrics", caption, frame, directions, formats)
 
 
 def statistics_table(results: Sequence[MethodResults], baseline: str | None = "unit_scal") -> Table:
     """Test Delta_m over seeds: runs, mean, std, bootstrap interval and, against
     ``baseline`` (a registry name; skipped where absent), the t-test's kind and p-value."""
     _check(results)
+    convention = results_convention(results)
     base = next((r for r in results if r.method == baseline), None)
     rows = {}
     kinds = {}
@@ -311,8 +341,8 @@ def statistics_table(results: Sequence[MethodResults], baseline: str | None = "u
     if base is not None:
         frame["test"] = pd.Series(kinds)
     caption = (
-        f"Test Δm (%) over seeds: mean, std, {CONFIDENCE:.0%} percentile bootstrap interval "
-        f"({N_RESAMPLES} resamples)"
+        f"Test {delta_m_column(convention)} over seeds: mean, std, {CONFIDENCE:.0%} percentile "
+        f"bootstrap interval ({N_RESAMPLES} resamples)"
     )
     if base is not None:
         caption += f", and the two-sided t-test against {base.name} (paired on seeds or Welch)"
@@ -320,7 +350,7 @@ def statistics_table(results: Sequence[MethodResults], baseline: str | None = "u
         "statistics",
         caption,
         frame,
-        {"mean": True, "std": False},
+        {"mean": delta_m_higher_is_better(convention), "std": False},
         {"runs": _integer, "p": _p_value},
     )
     if base is not None:
@@ -332,6 +362,7 @@ def pairwise_table(results: Sequence[MethodResults]) -> Table:
     """Two-sided p-values of test Delta_m between every two methods (paired on seeds where
     the seeds match, else Welch)."""
     _check(results)
+    label = delta_m_label(results_convention(results))
     names = [r.name for r in results]
     frame = pd.DataFrame(np.nan, index=names, columns=names)
     for a in results:
@@ -340,7 +371,7 @@ def pairwise_table(results: Sequence[MethodResults]) -> Table:
                 frame.loc[a.name, b.name] = compare(a.delta_m, b.delta_m, a.seeds, b.seeds).p_value
     return Table(
         "pairwise_tests",
-        "p-values of the two-sided t-test of test Δm between methods",
+        f"p-values of the two-sided t-test of test {label} between methods",
         frame,
         {},
         dict.fromkeys(names, _p_value),
