@@ -307,3 +307,34 @@ def test_the_cache_key_of_a_package_corruption_names_its_version(monkeypatch):
     key = C.cache_key(images, "frost", 1, 0)
     monkeypatch.setattr(C, "package_version", lambda: "0.0.0")
     assert C.cache_key(images, "frost", 1, 0) != key
+
+
+def test_random_choices_are_per_image_seeded_and_cover_the_options():
+    names, severities = ("fog", "impulse_noise", "gaussian_blur"), (1, 3, 5)
+    choices = C.random_choices(300, names, severities, 7)
+    assert choices == C.random_choices(300, names, severities, 7)
+    assert choices[:10] == C.random_choices(10, names, severities, 7)  # image i's own draw
+    assert choices != C.random_choices(300, names, severities, 8)
+    assert {c for c, _ in choices} == set(names) and {s for _, s in choices} == set(severities)
+    counts = np.array([sum(c == name for c, _ in choices) for name in names])
+    assert counts.min() > 60  # uniform: about 100 each
+    with pytest.raises(ConfigError, match="unknown corruption"):
+        C.random_choices(3, ("fog", "rain"), (1,), 0)
+    with pytest.raises(ConfigError, match="at least one"):
+        C.random_choices(3, (), (1,), 0)
+
+
+def test_a_randomly_corrupted_split_applies_each_images_own_choice(tmp_path, monkeypatch):
+    images = _split(6)
+    names, severities = ("impulse_noise", "fog"), (1, 5)
+    out = C.corrupt_randomly(images, names, severities, 3, tmp_path)
+    for i, (name, severity) in enumerate(C.random_choices(6, names, severities, 3)):
+        expected = C.corrupt(images[i], name, severity, C.image_seed(4, i))
+        np.testing.assert_array_equal(out[i], expected)
+    calls = []
+    real = C.corrupt
+    monkeypatch.setattr(C, "corrupt", lambda *a: calls.append(a) or real(*a))
+    np.testing.assert_array_equal(C.corrupt_randomly(images, names, severities, 3, tmp_path), out)
+    assert not calls, "the cached random split was corrupted again"
+    C.corrupt_randomly(images, names, (1,), 3, tmp_path)
+    assert len(calls) == 6 and len(list(tmp_path.glob("random-*.npz"))) == 2

@@ -36,7 +36,7 @@ import os
 import sys
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,14 +301,38 @@ def _version(name: str) -> str:
     return "smto" if name in _OWN else f"imagecorruptions=={package_version()}"
 
 
-def cache_key(images: np.ndarray, name: str, severity: int, seed: int) -> str:
-    """What a corrupted split was built from: a SHA-256 of the clean images (dtype, shape and
-    bytes), the corruption, severity, seed, what computes it and the format version."""
+def _images_digest(images: np.ndarray) -> str:
     digest = hashlib.sha256()
     digest.update(f"{images.dtype.str}{images.shape}\0".encode())
     digest.update(np.ascontiguousarray(images))
-    text = f"{digest.hexdigest()}|{name}|{severity}|{seed}|{_version(name)}|{FORMAT_VERSION}"
+    return digest.hexdigest()
+
+
+def cache_key(images: np.ndarray, name: str, severity: int, seed: int) -> str:
+    """What a corrupted split was built from: a SHA-256 of the clean images (dtype, shape and
+    bytes), the corruption, severity, seed, what computes it and the format version."""
+    text = f"{_images_digest(images)}|{name}|{severity}|{seed}|{_version(name)}|{FORMAT_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_split(images: np.ndarray) -> None:
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise ConfigError(f"the split to corrupt must be an (N, H, W, 3) array, not {images!r:.60}")
+
+
+def _cached(cache: Path | None, stem: str, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+    """``build()``, or its checked ``.npz`` in ``cache`` (rebuilt when stale or damaged)."""
+    if cache is None:
+        return build()
+    path = Path(cache) / f"{stem}-{key[:16]}.npz"
+    if path.is_file():
+        try:
+            return npz_cache.read_verified(path, key, ("image",))["image"]
+        except DataError:
+            path.unlink(missing_ok=True)
+    out = build()
+    npz_cache.write_atomic(path, key, {"image": out})
+    return out
 
 
 def corrupt_split(
@@ -319,23 +343,63 @@ def corrupt_split(
     ``cache`` (a checked ``.npz``, rebuilt when missing, stale or damaged) when it is given."""
     _check(name, severity)
     _check_seed(seed)
-    if not isinstance(images, np.ndarray) or images.ndim != 4:
-        raise ConfigError(f"the split to corrupt must be an (N, H, W, 3) array, not {images!r:.60}")
-    path = None
-    if cache is not None:
-        key = cache_key(images, name, severity, seed)
-        path = Path(cache) / f"{name}-{severity}-{key[:16]}.npz"
-        if path.is_file():
-            try:
-                return npz_cache.read_verified(path, key, ("image",))["image"]
-            except DataError:
-                path.unlink(missing_ok=True)
-    out = np.empty_like(images)
-    for i in range(len(images)):
-        out[i] = corrupt(images[i], name, severity, image_seed(seed, i))
-    if path is not None:
-        npz_cache.write_atomic(path, key, {"image": out})
-    return out
+    _check_split(images)
+
+    def build() -> np.ndarray:
+        out = np.empty_like(images)
+        for i in range(len(images)):
+            out[i] = corrupt(images[i], name, severity, image_seed(seed, i))
+        return out
+
+    return _cached(cache, f"{name}-{severity}", cache_key(images, name, severity, seed), build)
+
+
+def random_choices(
+    count: int, names: Sequence[str], severities: Sequence[int], seed: int
+) -> list[tuple[str, int]]:
+    """Image i's (corruption, severity) for :func:`corrupt_randomly`: each drawn uniformly
+    from ``names`` and ``severities`` by a generator seeded with ``image_seed(seed, i)``."""
+    if not names or not severities:
+        raise ConfigError("random corruption needs at least one corruption and one severity")
+    for name in names:
+        for severity in severities:
+            _check(name, severity)
+    _check_seed(seed)
+    choices = []
+    for i in range(count):
+        rng = np.random.default_rng(image_seed(seed, i))
+        choices.append(
+            (names[rng.integers(len(names))], int(severities[rng.integers(len(severities))]))
+        )
+    return choices
+
+
+def corrupt_randomly(
+    images: np.ndarray,
+    names: Sequence[str],
+    severities: Sequence[int],
+    seed: int,
+    cache: Path | None,
+) -> np.ndarray:
+    """The (N, H, W, 3) uint8 ``images``, image i corrupted by a corruption and severity of its
+    own (:func:`random_choices`; Elich et al.'s App. A6 fine-tuning data), with the seed
+    ``image_seed(seed + 1, i)``; cached like :func:`corrupt_split`."""
+    _check_split(images)
+    choices = random_choices(len(images), names, severities, seed)
+    versions = ",".join(_version(name) for name in names)
+    text = (
+        f"{_images_digest(images)}|random|{','.join(names)}|{','.join(map(str, severities))}|"
+        f"{seed}|{versions}|{FORMAT_VERSION}"
+    )
+    key = hashlib.sha256(text.encode()).hexdigest()
+
+    def build() -> np.ndarray:
+        out = np.empty_like(images)
+        for i, (name, severity) in enumerate(choices):
+            out[i] = corrupt(images[i], name, severity, image_seed(seed + 1, i))
+        return out
+
+    return _cached(cache, "random", key, build)
 
 
 __all__ = [
@@ -346,8 +410,10 @@ __all__ = [
     "SEVERITIES",
     "cache_key",
     "corrupt",
+    "corrupt_randomly",
     "corrupt_split",
     "corruptions_module",
     "image_seed",
     "package_version",
+    "random_choices",
 ]

@@ -15,12 +15,14 @@ for ``zero_division`` left at its default ("warn", which returns 0).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from numbers import Integral
 from os import PathLike
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional
@@ -37,6 +39,7 @@ from smto.problems.base import (
     check_common_options,
     index_batches,
 )
+from smto.problems.images import check_replacement
 
 ACCURACY = Metric("accuracy", higher_is_better=True)
 F1 = Metric("f1", higher_is_better=True)
@@ -141,6 +144,20 @@ class CelebA(Problem):
         for sample in loader:
             targets = {t: sample[t] for t in self.tasks}
             yield Batch(sample["image"], targets, len(sample["image"]))
+
+    def split_images(self, split: str) -> np.ndarray:
+        """The split's (N, size, size, 3) uint8 RGB images, for
+        :mod:`smto.problems.images`."""
+        return self._datasets[split].images
+
+    def with_split_images(self, split: str, images: np.ndarray) -> CelebA:
+        """A copy reading ``images`` for ``split`` (the attributes and other splits shared)."""
+        check_replacement(split, self.split_images(split), images)
+        dataset = copy.copy(self._datasets[split])
+        dataset.images = images
+        problem = copy.copy(self)
+        problem._datasets = {**self._datasets, split: dataset}
+        return problem
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
         if dropout != 0:

@@ -17,6 +17,7 @@ error is over the labelled pixels with d > 0 (raw disparity 1 gives d = 0).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from numbers import Real
@@ -24,6 +25,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional
@@ -40,6 +42,7 @@ from smto.problems.base import (
     check_choices,
     check_common_options,
 )
+from smto.problems.images import check_replacement
 from smto.problems.loading import loader_batches
 
 PIXEL_ACCURACY = Metric("pixel_accuracy", higher_is_better=True)
@@ -188,6 +191,20 @@ class Cityscapes(Problem):
             training=training,
             augment=self.augment != "none",
         )
+
+    def split_images(self, split: str) -> np.ndarray:
+        """The split's (N, H, W, 3) uint8 RGB images, for
+        :mod:`smto.problems.images`."""
+        return self._datasets[split].arrays["image"]
+
+    def with_split_images(self, split: str, images: np.ndarray) -> Cityscapes:
+        """A copy reading ``images`` for ``split`` (the targets and other splits shared)."""
+        check_replacement(split, self.split_images(split), images)
+        dataset = copy.copy(self._datasets[split])
+        dataset.arrays = {**dataset.arrays, "image": images}
+        problem = copy.copy(self)
+        problem._datasets = {**self._datasets, split: dataset}
+        return problem
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
         if dropout != 0:

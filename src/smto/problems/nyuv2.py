@@ -25,6 +25,7 @@ number the papers report.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +33,7 @@ from numbers import Real
 from os import PathLike
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional
@@ -55,6 +57,7 @@ from smto.problems.cityscapes import (
     CityscapesMeter,
     task_loss,
 )
+from smto.problems.images import check_replacement, to_uint8, to_unit_float
 from smto.problems.loading import loader_batches
 
 CLASSES = 13
@@ -213,6 +216,22 @@ class NYUv2(Problem):
             training=training,
             augment=self.augment,
         )
+
+    def split_images(self, split: str) -> np.ndarray:
+        """The split's images as (N, H, W, 3) uint8 RGB, for :mod:`smto.problems.images`:
+        the stored [0, 1] floats rounded to 1/255."""
+        return to_uint8(self._datasets[split].arrays["image"])
+
+    def with_split_images(self, split: str, images: np.ndarray) -> NYUv2:
+        """A copy reading ``images`` (uint8, back to [0, 1] floats) for ``split``; the targets
+        and the other splits are shared."""
+        current = self._datasets[split].arrays["image"]
+        check_replacement(split, np.empty(current.shape, np.uint8), images)
+        dataset = copy.copy(self._datasets[split])
+        dataset.arrays = {**dataset.arrays, "image": to_unit_float(images)}
+        problem = copy.copy(self)
+        problem._datasets = {**self._datasets, split: dataset}
+        return problem
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
         channels = {t: OUTPUT_CHANNELS[t] for t in self.tasks}
