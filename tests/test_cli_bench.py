@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import smto
 from smto.bench.cli import DEFAULT_WORKLOADS, WORKLOAD_NAMES, build_parser, selected_workloads
@@ -64,6 +65,20 @@ def test_workloads_train_every_head(name, n_tasks):
     _, outputs = model(workload.inputs)
     losses = workload.losses(outputs)
     assert losses.shape == (n_tasks,)
+    losses.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.slow  # two ~25M-parameter models: seconds each on a CPU
+@pytest.mark.parametrize("name", ["nyuv2-segnet", "nyuv2-deeplab-r50"])
+def test_the_nyuv2_workloads_train_every_head_at_their_shape(name):
+    workload = WORKLOADS[name](2, "cpu", shape=(64, 32))
+    assert workload.n_tasks == 3
+    model = workload.make_model()
+    _, outputs = model(workload.inputs)
+    assert outputs["S"].shape == (2, 13, 32, 64) and outputs["N"].shape == (2, 3, 32, 64)
+    losses = workload.losses(outputs)
+    assert losses.shape == (3,) and torch.isfinite(losses).all()
     losses.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
 

@@ -203,6 +203,48 @@ def celeba_workload(batch_size: int = 64, device: str = "cpu", size: int = 64) -
     return Workload("celeba-r18", make_model, x, losses, n_tasks=len(TASKS))
 
 
+def nyuv2_workload(
+    batch_size: int = 2,
+    device: str = "cpu",
+    architecture: str = "segnet",
+    shape: tuple[int, int] = (384, 288),
+) -> Workload:
+    """NYUv2 S_D_N (K = 3, Elich et al.'s benchmark): MTAN's SegNet, or the dilated ResNet-50
+    with three DeepLab heads (``architecture="deeplab"``), on random (width, height) ``shape``
+    images, the problem's own losses (13-class cross-entropy ignoring a tenth of the pixels,
+    L1 depth and the cosine normal loss over the valid ones)."""
+    from smto.problems.nyuv2 import CLASSES, OUTPUT_CHANNELS, nyuv2_loss
+
+    width, height = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, 3, height, width, generator=g).to(device)
+    classes = torch.randint(-1, CLASSES, (batch_size, height, width), generator=g)
+    depth = torch.rand(batch_size, height, width, generator=g) * 10
+    depth[:, : height // 10] = torch.nan  # invalid pixels: a band of the image
+    normal = torch.nn.functional.normalize(
+        torch.randn(batch_size, 3, height, width, generator=g), dim=1
+    )
+    normal[:, :, : height // 10] = torch.nan
+    targets = {"S": classes.to(device), "D": depth.to(device), "N": normal.to(device)}
+
+    def losses(out: dict[str, Tensor]) -> Tensor:
+        return torch.stack([nyuv2_loss(t, out[t], targets[t]) for t in ("S", "D", "N")])
+
+    def make_model() -> SharedEncoderModel:
+        if architecture == "segnet":
+            from smto.models.segnet import segnet_model
+
+            return segnet_model(OUTPUT_CHANNELS).to(device)
+        from smto.models.deeplab import deeplab_model
+
+        with warnings.catch_warnings():  # from scratch: the timings do not depend on weights
+            warnings.simplefilter("ignore", UserWarning)
+            return deeplab_model(OUTPUT_CHANNELS, "resnet50", (height, width)).to(device)
+
+    name = "nyuv2-segnet" if architecture == "segnet" else "nyuv2-deeplab-r50"
+    return Workload(name, make_model, x, losses, n_tasks=3)
+
+
 WORKLOADS: dict[str, Callable[..., Workload]] = {
     "lenet": lenet_workload,
     "lenet4": lambda batch_size=256, device="cpu": lenet_workload(
@@ -216,6 +258,10 @@ WORKLOADS: dict[str, Callable[..., Workload]] = {
         batch_size, device, "resnet50", shape
     ),
     "celeba-r18": celeba_workload,
+    "nyuv2-segnet": nyuv2_workload,
+    "nyuv2-deeplab-r50": lambda batch_size=2, device="cpu", shape=(384, 288): nyuv2_workload(
+        batch_size, device, "deeplab", shape
+    ),
 }
 """The step benchmark's models by name: each takes (batch_size, device)."""
 
