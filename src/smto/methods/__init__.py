@@ -7,6 +7,7 @@ from smto.methods.cdtt import CDTT
 from smto.methods.config import ConFIG
 from smto.methods.cr_mogm import CRMOGM
 from smto.methods.db_mtl import DBMTL
+from smto.methods.dtp import DTP
 from smto.methods.dualproj import DualProj
 from smto.methods.dwa import DWA
 from smto.methods.edm import EDM
@@ -15,6 +16,7 @@ from smto.methods.fairgrad import FairGrad
 from smto.methods.famo import FAMO
 from smto.methods.fixed import FixedWeights
 from smto.methods.gls import GLS
+from smto.methods.go4align import GO4Align
 from smto.methods.graddrop import GradDrop
 from smto.methods.gradnorm import GradNorm
 from smto.methods.gradvac import GradVac
@@ -77,12 +79,15 @@ register("sdmgrad", SDMGrad, aliases=("sdm_grad",))
 register("modo", MoDo, aliases=("double_sampling",))
 register("cr_mogm", CRMOGM, aliases=("crmogm",))
 register("moco", MoCo)
+register("go4align", GO4Align, aliases=("group_optimization",))
+register("dtp", DTP, aliases=("dynamic_task_prioritization",))
 
 
 __all__ = [
     "CDTT",
     "CRMOGM",
     "DBMTL",
+    "DTP",
     "DWA",
     "EDM",
     "FAMO",
@@ -104,6 +109,7 @@ __all__ = [
     "ExcessMTL",
     "FairGrad",
     "FixedWeights",
+    "GO4Align",
     "GradDrop",
     "GradNorm",
     "GradVac",
