@@ -58,6 +58,10 @@ def quiet_problem(tasks: str = "S_D_I", **options) -> Cityscapes:
         ({"split": "seed", "split_dir": "x"}, "split_dir is read only"),
         ({"pretrained": 3}, "pretrained must be"),
         ({"colour": 1}, "unknown option"),
+        ({"architecture": "unet"}, "architecture must be one of"),
+        ({"architecture": "segnet", "backbone": "resnet50"}, "backbone apply to"),
+        ({"architecture": "segnet", "pretrained": "w.pth"}, "pretrained apply to"),
+        ({"architecture": "segnet", "shape": [80, 32]}, "multiples of 32"),
     ],
 )
 def test_options_are_checked_before_any_data_is_loaded(tmp_path, options, message):
@@ -215,6 +219,19 @@ def test_the_model_and_the_dropout_option(data_dir):
     assert outputs["S"].shape == (2, 7, 32, 64) and outputs["D"].shape == (2, 1, 32, 64)
     assert set(outputs) == {"S", "D"}
     with pytest.raises(ConfigError, match="aspp_dropout"):
+        problem.make_model(dropout=0.1)
+
+
+def test_elich_et_als_segnet_on_cityscapes(data_dir):
+    problem = quiet_problem("S_D", classes=7, architecture="segnet", augment="scale_crop")
+    model = problem.make_model()
+    assert type(model.encoder).__name__ == "SegNetEncoder"
+    batch = next(problem.batches("train", 2, torch.Generator().manual_seed(0)))
+    _, outputs = model(batch.inputs)
+    assert outputs["S"].shape == (2, 7, 32, 64) and outputs["D"].shape == (2, 1, 32, 64)
+    problem.losses(outputs, batch.targets).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ConfigError, match="SegNet has no dropout"):
         problem.make_model(dropout=0.1)
 
 

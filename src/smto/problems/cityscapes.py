@@ -5,7 +5,8 @@ PROTOCOL.md "Cityscapes (S_D_I)", after Sener & Koltun 2018 and the main study. 
 (any size can be asked for), with the study's split files (2,380 train and 595 val images
 from the official train set, the official val set of 500 as test) and its augmentation.
 Model: a dilated ResNet-18 or -50 (output stride 8) with one DeepLabV3 head per task
-(:mod:`smto.models.deeplab`). Losses: cross-entropy ignoring -1 for S, the L1 over the
+(:mod:`smto.models.deeplab`), or MTAN's SegNet (:mod:`smto.models.segnet`, Elich et al.'s
+other network). Losses: cross-entropy ignoring -1 for S, the L1 over the
 labelled pixels for D and I. Metrics: S pixel accuracy and mIoU from one confusion matrix
 over the split; D absolute and relative error; I absolute error (all over labelled pixels of
 the whole split, not averaged per batch). The confusion matrix is one ``torch.bincount`` per
@@ -52,6 +53,9 @@ REL_ERR = Metric("rel_err", higher_is_better=False)
 BACKBONES = ("resnet18", "resnet50")
 SPLIT_MODES = ("original", "seed")
 AUGMENT = ("rotate_flip", "scale_crop", "none")
+ARCHITECTURES = ("deeplab", "segnet")
+SEGNET_DOWNSAMPLING = 32
+"""SegNet pools five times: its input's height and width must be multiples of 32."""
 SPLIT_DIR = Path("seed_splits") / "cityscapes"
 OUTPUT_CHANNELS = {"D": 1, "I": 2}
 ROOT_ENV = "SMTO_CITYSCAPES"
@@ -75,7 +79,9 @@ class Cityscapes(Problem):
         shape: (width, height) of images and labels; the study uses (512, 256) and
             (256, 128).
         classes: 19 (Cityscapes' train ids) or 7 (its categories).
-        backbone: "resnet18" or "resnet50", dilated to output stride 8.
+        architecture: "deeplab" (the dilated ResNet with one DeepLabV3 head per task, the
+            main study's) or "segnet" (MTAN's SegNet from scratch, one of Elich et al.'s two).
+        backbone: "resnet18" or "resnet50", dilated to output stride 8 (deeplab only).
         pretrained: torchvision's ImageNet weights for the backbone: a weights file
             (``resnet18-f37072fd.pth``), "torchvision" (fetched with torchvision where it is
             installed), or None (from scratch, with a warning: the study pre-trains).
@@ -84,7 +90,8 @@ class Cityscapes(Problem):
         limits: ``(train, val, test)``, at most this many images of each split (for quick
             runs: only those are decoded and cached).
         workers: the DataLoader's worker processes (also the processes that build the cache).
-        aspp_dropout: the dropout of each DeepLab head's ASPP (torchvision's 0.5).
+        aspp_dropout: the dropout of each DeepLab head's ASPP (torchvision's 0.5; deeplab
+            only).
     """
 
     name = "cityscapes"
@@ -106,6 +113,7 @@ class Cityscapes(Problem):
         limits: Sequence[int | None] = (None, None, None),
         workers: int = 2,
         aspp_dropout: float = 0.5,
+        architecture: str = "deeplab",
     ) -> None:
         super().__init__(tasks)
         self.check_options(
@@ -122,6 +130,7 @@ class Cityscapes(Problem):
             limits=limits,
             workers=workers,
             aspp_dropout=aspp_dropout,
+            architecture=architecture,
         )
         from smto.data import cityscapes as data
         from smto.data import paths
@@ -133,6 +142,7 @@ class Cityscapes(Problem):
         self.augment = augment
         self.workers = int(workers)
         self.aspp_dropout = float(aspp_dropout)
+        self.architecture = architecture
         base = paths.data_dir(data_dir)
         if root is None:
             root = os.environ.get(ROOT_ENV) or base / "cityscapes"
@@ -160,8 +170,30 @@ class Cityscapes(Problem):
         check_common_options(values, paths=("root", "data_dir", "split_dir"))
         check_choices(
             values,
-            {"split": SPLIT_MODES, "backbone": BACKBONES, "classes": CLASSES, "augment": AUGMENT},
+            {
+                "split": SPLIT_MODES,
+                "backbone": BACKBONES,
+                "classes": CLASSES,
+                "augment": AUGMENT,
+                "architecture": ARCHITECTURES,
+            },
         )
+        if values["architecture"] == "segnet":
+            defaults = cls.option_defaults()
+            given = [
+                n for n in ("backbone", "pretrained", "aspp_dropout") if values[n] != defaults[n]
+            ]
+            if given:
+                raise ConfigError(
+                    f"{', '.join(given)} apply to architecture='deeplab' only (SegNet has no "
+                    "backbone to choose and is trained from scratch, as in MTAN); drop them, or "
+                    "set architecture='deeplab'"
+                )
+            if any(int(v) % SEGNET_DOWNSAMPLING for v in values["shape"]):
+                raise ConfigError(
+                    f"shape {list(values['shape'])}: SegNet needs a width and a height that "
+                    f"are multiples of {SEGNET_DOWNSAMPLING}"
+                )
         dropout = values["aspp_dropout"]
         if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0 <= dropout < 1:
             raise ConfigError(f"aspp_dropout must be a number in [0, 1), got {dropout!r}")
@@ -207,14 +239,20 @@ class Cityscapes(Problem):
         return problem
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
+        if dropout != 0 and self.architecture == "segnet":
+            raise ConfigError(f"SegNet has no dropout; got dropout={dropout!r}")
         if dropout != 0:
             raise ConfigError(
                 f"the Cityscapes model's dropout is the heads' ASPP dropout: set the problem "
                 f"option aspp_dropout instead of dropout={dropout!r}"
             )
+        channels = {t: self.classes if t == "S" else OUTPUT_CHANNELS[t] for t in self.tasks}
+        if self.architecture == "segnet":
+            from smto.models.segnet import segnet_model
+
+            return segnet_model(channels)
         from smto.models.deeplab import deeplab_model
 
-        channels = {t: self.classes if t == "S" else OUTPUT_CHANNELS[t] for t in self.tasks}
         width, height = self.shape
         return deeplab_model(
             channels,
