@@ -1,5 +1,6 @@
 """Driving sweeps: ``run_sweep`` (reference sweeps, then stage 1 and stage 2 of a sweep, this
-process working on it) and ``work`` (a worker of any number of sweeps in a shared storage).
+process working on it), ``run_sweeps`` (several sweeps as one queue, :class:`SweepQueue`) and
+``work`` (a worker of any number of sweeps in a shared storage).
 
 Many workers on many machines share one storage (PostgreSQL, or a SQLite file on one
 machine) and one run root on a filesystem they all see (a killed run resumes elsewhere from
@@ -23,12 +24,13 @@ from typing import TYPE_CHECKING
 from smto._optional import require
 from smto.errors import ConfigError, RunStateError
 from smto.evaluation.reference import Reference, single_task_reference
-from smto.sweep.budget import sweep_budget
+from smto.sweep.budget import MethodBudget, sweep_budget
 from smto.sweep.execute import ProblemCache, execute
 from smto.sweep.spec import Sweep, devices, load_sweep
 from smto.sweep.storage import default_storage_url, open_storage, sqlite_path
 from smto.sweep.study import SWEEP_ATTR, SweepStudy
-from smto.sweep.trials import SlotState, claim, mark_duplicate, owner
+from smto.sweep.threads import use_threads
+from smto.sweep.trials import claim, mark_duplicate, owner, worker_id
 from smto.train.config import check_device
 
 if TYPE_CHECKING:
@@ -144,29 +146,124 @@ def run_sweep(
 ) -> SweepStudy:
     """Runs the sweep file at ``path`` to the end, both stages, after its reference sweeps;
     what is done already is skipped. The storage defaults to a SQLite file in the run root."""
+    queue = run_sweeps([path], storage_url, root, settings, progress)
+    return queue.studies[queue.sweeps[-1].name]
+
+
+def run_sweeps(
+    paths: Sequence[str | os.PathLike[str]],
+    storage_url: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    settings: WorkerSettings | None = None,
+    progress: bool = True,
+) -> SweepQueue:
+    """Runs the sweep files ``paths`` (and their reference sweeps) to the end in this
+    process, as one queue (:class:`SweepQueue`); returns it."""
     settings = settings or WorkerSettings()
-    sweep = load_sweep(path, root)
-    storage = settings.open(storage_url or default_storage_url(sweep.root))
+    queue = SweepQueue.load(paths, root)
+    storage = settings.open(storage_url or queue.default_storage_url())
+    queue.storage = storage
     worker = Worker(storage, settings)
-    return _run(sweep, worker, root, progress)
-
-
-def _run(
-    sweep: Sweep, worker: Worker, root: str | os.PathLike[str] | None, progress: bool
-) -> SweepStudy:
-    for path in sweep.reference_sweeps:
-        _run(load_sweep(path, root), worker, root, progress)
-    reference = resolve_reference(sweep, worker.storage, root)
-    study = SweepStudy.create(worker.storage, sweep, reference)
-    settings = worker.settings
-    with _ProgressBar(sweep.name, progress) as bar:
+    with ProgressBar(queue.description, progress) as bar:
         while True:
-            states = study.advance(settings.grace_period)
-            bar.show(study, states)
-            if study.finished(states):
-                return study
-            if worker.step(study) is None:
+            studies = queue.advance(settings.grace_period)
+            bar.show(queue)
+            if queue.finished():
+                return queue
+            if not any(worker.step(study) is not None for study in studies):
                 time.sleep(settings.poll)
+
+
+class SweepQueue:
+    """Sweeps run together on one storage, so that every worker has work: each sweep after
+    its reference sweeps (a multi-task sweep picks its runs' best epochs against their
+    reference), all the others at once. ``sweeps`` are in that order (references first, each
+    once). Planning (:meth:`advance`) is idempotent, and any number of workers may run the
+    sweeps' trials meanwhile (``smto sweep work --sweep NAME`` waits for a sweep that is not
+    planned yet)."""
+
+    def __init__(self, sweeps: Sequence[Sweep], root: str | os.PathLike[str] | None) -> None:
+        self.sweeps = list(sweeps)
+        self.root = root
+        self.storage: RDBStorage | None = None
+        self.studies: dict[str, SweepStudy] = {}
+        self.done: set[str] = set()
+        self.needs = {
+            s.name: [load_sweep(p, root).name for p in s.reference_sweeps] for s in self.sweeps
+        }
+
+    @classmethod
+    def load(
+        cls, paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike[str] | None
+    ) -> SweepQueue:
+        """The queue of the sweep files ``paths`` and their reference sweeps; the same name
+        with two definitions is a ConfigError."""
+        if not paths:
+            raise ConfigError("give at least one sweep file")
+        ordered: dict[str, Sweep] = {}
+
+        def add(sweep: Sweep) -> None:
+            for path in sweep.reference_sweeps:
+                add(load_sweep(path, root))
+            known = ordered.get(sweep.name)
+            if known is not None and known != sweep:
+                raise ConfigError(
+                    f"two different sweeps are named {sweep.name!r}: give one of them another "
+                    "name (the file's name = ...)"
+                )
+            ordered[sweep.name] = sweep
+
+        tops = [load_sweep(path, root) for path in paths]
+        for sweep in tops:
+            add(sweep)
+        roots = sorted({s.root for s in tops})
+        if len(roots) > 1:
+            raise ConfigError(
+                f"the sweep files have different run roots ({', '.join(roots)}): sweeps queued "
+                "together share one storage and root; give --root (and --storage)"
+            )
+        return cls(list(ordered.values()), root)
+
+    @property
+    def names(self) -> list[str]:
+        """The sweeps' names, in order."""
+        return [s.name for s in self.sweeps]
+
+    @property
+    def description(self) -> str:
+        """The queue in a few words (its last sweep's name, and how many there are)."""
+        last = self.sweeps[-1].name
+        return last if len(self.sweeps) == 1 else f"{last} (+{len(self.sweeps) - 1} sweeps)"
+
+    def default_storage_url(self) -> str:
+        """The SQLite file in the run root of the sweep files given (the last one's)."""
+        return default_storage_url(self.sweeps[-1].root)
+
+    def advance(self, grace_period: int) -> list[SweepStudy]:
+        """Plans every sweep whose reference sweeps are finished (creating its study), advances
+        the planned ones, and returns those not finished."""
+        if self.storage is None:
+            raise RunStateError("the queue has no storage yet")
+        unfinished = []
+        for sweep in self.sweeps:
+            if sweep.name in self.done:
+                continue
+            study = self.studies.get(sweep.name)
+            if study is None:
+                if any(name not in self.done for name in self.needs[sweep.name]):
+                    continue
+                reference = resolve_reference(sweep, self.storage, self.root)
+                study = SweepStudy.create(self.storage, sweep, reference)
+                self.studies[sweep.name] = study
+            if study.finished(study.advance(grace_period)):
+                self.done.add(sweep.name)
+            else:
+                unfinished.append(study)
+        return unfinished
+
+    def finished(self) -> bool:
+        """Whether every sweep of the queue is finished."""
+        return len(self.done) == len(self.sweeps)
 
 
 def resolve_reference(
@@ -208,13 +305,17 @@ def work(
     idle_timeout: float | None = None,
     echo: Callable[[str], None] = print,
     root: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
 ) -> int:
     """Works on the sweeps ``names`` (default: every sweep in the storage) until all are
     finished, or nothing was claimable for ``idle_timeout`` seconds; waits for named sweeps
-    that do not exist yet. Runs go under ``root`` (:func:`worker_root`). Returns how many
-    trials this worker ran."""
+    that do not exist yet. Runs go under ``root`` (:func:`worker_root`), with ``threads``
+    torch threads (default: torch's own, all the cores). Returns how many trials this worker
+    ran."""
     settings = settings or WorkerSettings()
     run_root = worker_root(storage_url, root)
+    if threads is not None:
+        echo(f"worker {worker_id()}: {use_threads(threads)} thread(s)")
     storage = settings.open(storage_url)
     worker = Worker(storage, settings)
     studies: dict[str, SweepStudy] = {}
@@ -262,15 +363,16 @@ def _open_study(
     return study
 
 
-class _ProgressBar:
-    """A tqdm bar over a sweep's planned runs (stage 2 joins the total once chosen)."""
+class ProgressBar:
+    """A tqdm bar over a queue's planned runs (stage 2 and the later sweeps join the total
+    once planned)."""
 
     def __init__(self, name: str, enabled: bool) -> None:
         self.name = name
         self.enabled = enabled
         self.bar = None
 
-    def __enter__(self) -> _ProgressBar:
+    def __enter__(self) -> ProgressBar:
         if self.enabled:
             tqdm = require("tqdm.auto", "sweep", "the sweep's progress bar").tqdm
             self.bar = tqdm(total=0, desc=self.name, unit="run", dynamic_ncols=True)
@@ -280,10 +382,12 @@ class _ProgressBar:
         if self.bar is not None:
             self.bar.close()
 
-    def show(self, study: SweepStudy, states: dict[str, SlotState]) -> None:
+    def show(self, queue: SweepQueue) -> None:
         if self.bar is None:
             return
-        total = sweep_budget(study, states).total
+        total = MethodBudget("all")
+        for study in queue.studies.values():
+            total.add(sweep_budget(study).total)
         self.bar.total = total.planned
         self.bar.n = total.done
         self.bar.set_postfix_str(
