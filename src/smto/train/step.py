@@ -18,6 +18,7 @@ from smto.capabilities import PostStep, ValidationStep, head_inputs_of
 from smto.errors import NonFiniteError
 from smto.method import LossMethod, Method, StepResult
 from smto.models.base import SharedEncoderModel
+from smto.optim import MTLIO
 
 LossFn = Callable[[Mapping[str, Tensor], Any], Tensor]
 """Maps the heads' outputs and a batch's targets to the (K,) task losses."""
@@ -59,6 +60,8 @@ def training_step(
             raise ValueError(f"{method.display_name} needs a validation batch each step")
         lr = optimizer.param_groups[0]["lr"]
         method.validation_step(task_losses, model, (inputs, targets), validation, lr)
+    if isinstance(optimizer, MTLIO):
+        return _task_by_task(model, method, optimizer, loss_fn, inputs, targets, shared, task_names)
     optimizer.zero_grad(set_to_none=True)
     features, outputs = model(inputs, head_inputs=head_inputs)
     losses = loss_fn(outputs, targets)
@@ -77,3 +80,39 @@ def training_step(
             after = task_losses((inputs, targets))
         method.post_step(after)
     return losses.detach(), result
+
+
+def _task_by_task(
+    model: SharedEncoderModel,
+    method: Method,
+    optimizer: MTLIO,
+    loss_fn: LossFn,
+    inputs: Any,
+    targets: Any,
+    shared: Sequence[Tensor],
+    task_names: Sequence[str] | None,
+) -> tuple[Tensor, StepResult]:
+    """MTL-IO's step (:class:`smto.optim.MTLIO`): for each task k in order, a forward pass
+    at the current parameters and a step with task k's optimizer state on the gradient of
+    the method's term k alone (for Unit. Scal. L_k / K: smto's objective is the mean, where
+    the release steps on L_k). The method sees all K losses (its weights and checks are the
+    usual ones); the other tasks' losses are detached. Returns the first pass's losses and
+    the last pass's report."""
+    if not isinstance(method, LossMethod):
+        raise ValueError("MTL-IO needs a loss-based method (one objective term per task)")
+    first: Tensor | None = None
+    result: StepResult | None = None
+    for k in range(method.n_tasks):
+        optimizer.zero_grad(set_to_none=True)
+        features, outputs = model(inputs)
+        losses = loss_fn(outputs, targets)
+        first = losses.detach() if first is None else first
+        only_k = torch.zeros_like(losses, dtype=torch.bool)
+        only_k[k] = True
+        try:
+            result = method.backward(torch.where(only_k, losses, losses.detach()), shared, features)
+        except NonFiniteError as error:
+            raise Diverged(error.describe(task_names)) from None
+        optimizer.step(task=k)
+    assert first is not None and result is not None
+    return first, result
