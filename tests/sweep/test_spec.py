@@ -130,6 +130,49 @@ def test_the_cityscapes_progression_steps(name, backbone, tasks, shape, classes)
     assert single.n_configurations == len(tasks.split("_")) * 12
 
 
+ELICH = (
+    ("cityscapes-segnet", "S_D", 300, 64, 100),
+    ("cityscapes-deeplab", "S_D", 300, 64, 100),
+    ("nyuv2-segnet", "S_D_N", 200, 8, 100),
+    ("nyuv2-deeplab", "S_D_N", 200, 8, 100),
+    ("celeba-r18", None, 100, 512, 30),
+)
+
+
+@pytest.mark.parametrize(("name", "tasks", "epochs", "batch", "step"), ELICH)
+def test_elich_et_als_sweeps(name, tasks, epochs, batch, step):
+    multi = load_sweep(SWEEPS / f"elich-{name}.toml")
+    per_task = load_sweep(SWEEPS / f"elich-{name}-per_task.toml")
+    single = load_sweep(SWEEPS / f"elich-{name}-single_task.toml")
+    n_tasks = len((tasks or multi.tasks[0]).split("_"))
+    assert tasks is None or multi.tasks == (tasks,)
+    assert not name.startswith("celeba") or n_tasks == 40
+    for sweep in (multi, per_task, single):
+        fixed = sweep.fixed
+        assert (fixed["epochs"], fixed["batch_size"]) == (epochs, batch)
+        assert (fixed["scheduler"], fixed["step_size"], fixed["step_factor"]) == ("step", step, 0.5)
+        assert sweep.root == multi.root and sweep.fixed["problem_options"] == multi.fixed[
+            "problem_options"]  # fmt: skip
+    assert multi.fixed["delta_m_convention"] == per_task.fixed["delta_m_convention"] == "elich"
+    assert set(multi.grid["optimizer"]) == {"adam", "sgd", "signsgd"}
+    assert set(per_task.grid["optimizer"]) == {"per_task_adam", "mtl_io"}
+    assert single.grid["optimizer"] == ["adam"] and len(single.tasks) == n_tasks
+    lrs = len(multi.grid["lr"])
+    assert multi.n_configurations == 7 * 3 * lrs and per_task.n_configurations == 2 * lrs
+
+
+def test_fields_valid_only_together_are_checked_together(tmp_path):
+    base = {"epochs": 2, "problem_options": {"sizes": [256, 64, 64]}}
+    step = {"scheduler": "step", "step_size": 3, "step_factor": 0.5}
+    assert load_sweep(toy_sweep(tmp_path, "step", fixed={**base, **step})).fixed["step_size"] == 3
+    toy_sweep(tmp_path, "grid", fixed={**base, "scheduler": "step"}, grid={"step_size": [2, 4]})
+    assert load_sweep(tmp_path / "grid.toml").n_configurations == 2
+    toy_sweep(tmp_path, "no-size", fixed={**base, "scheduler": "step"})
+    assert any("needs step_size" in e for e in errors_of(tmp_path / "no-size.toml"))
+    toy_sweep(tmp_path, "stray", fixed={**base, "step_size": 3})
+    assert any("read only with scheduler='step'" in e for e in errors_of(tmp_path / "stray.toml"))
+
+
 def test_the_plan_has_every_configuration_and_seed(tmp_path):
     path = toy_sweep(
         tmp_path,

@@ -269,6 +269,26 @@ def run_config(
     )
 
 
+_TOGETHER = ("scheduler", "step_size", "step_factor")
+"""Run fields that are valid only together (the step scheduler's)."""
+
+
+def _companions(sweep: Sweep, key: str) -> dict[str, Any]:
+    """The fields a value of ``key`` is checked with when checked alone: the sweep's settings
+    of the fields valid only together with it (its fixed value, else its grid's first)."""
+    if key not in _TOGETHER:
+        return {}
+    found = {}
+    for other in _TOGETHER:
+        if other == key:
+            continue
+        if other in sweep.fixed:
+            found[other] = sweep.fixed[other]
+        elif isinstance(sweep.grid.get(other), list):
+            found[other] = sweep.grid[other][0]
+    return found
+
+
 def point_settings(method: str, shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """A grid point's swept settings by name: shared fields as is, the method's as
     ``method.name`` (:meth:`Sweep.space`)."""
@@ -753,12 +773,14 @@ class _Checker:
         base = {"problem": sweep.problem, "tasks": tasks, "method": "unit_scal"}
         for key, value in sweep.fixed.items():
             self.attempt(
-                f"fixed.{key} = {value!r}", lambda k=key, v=value: RunConfig(**base, **{k: v})
+                f"fixed.{key} = {value!r}",
+                lambda k=key, v=value: RunConfig(**base, **_companions(sweep, k), **{k: v}),
             )
         for key, values in sweep.grid.items():
             for where, value in _values(f"grid.{key}", values):
                 self.attempt(
-                    f"{where} = {value!r}", lambda k=key, v=value: RunConfig(**base, **{k: v})
+                    f"{where} = {value!r}",
+                    lambda k=key, v=value: RunConfig(**base, **_companions(sweep, k), **{k: v}),
                 )
         for name, params in sweep.method_params.items():
             for key, value in params.items():
