@@ -19,17 +19,30 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smto import registry
+from smto._optional import require
 from smto.errors import ConfigError, MissingError
 from smto.evaluation.reference import Reference
 from smto.evaluation.results import method_runs
-from smto.evaluation.selection import group_runs, select_configurations
+from smto.evaluation.selection import (
+    configuration_key,
+    group_runs,
+    run_delta_m,
+    select_configurations,
+)
 from smto.report.smoothing import ema
 from smto.train.config import RunConfig
 from smto.train.records import RunRecord, atomic_write_text
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 EPOCH_RULES = ("all", "best")
+SOURCES = ("best", "all")
+"""Which configurations of a method fixed weights are extracted from: the chosen one (the
+study's FwLe) or each of its grid (the study's Fig. 5); :func:`source_runs` also takes an lr."""
 
 
 def ema_weights(epochs: Sequence[Mapping[str, float]], beta: float = 0.9) -> dict[str, float]:
@@ -89,6 +102,8 @@ class FixedWeights:
     beta: float = 0.9
     epochs: str = "all"
     sources: list[str] = field(default_factory=list)
+    configuration: str | None = None
+    """The configuration key of the source runs (None in files of older versions)."""
 
     def as_list(self) -> list[float]:
         """The weights in task order, as the fixed-weights method takes them."""
@@ -140,6 +155,7 @@ def extract_fixed_weights(
         beta=beta,
         epochs=epochs,
         sources=[r.run_id for r in runs],
+        configuration=configuration_key(runs[0].config),
     )
 
 
@@ -149,6 +165,7 @@ def chosen_runs(
     tasks: str,
     method: str,
     reference: Reference | None = None,
+    convention: str | None = None,
 ) -> list[RunRecord]:
     """The runs of ``method``'s chosen configuration (best mean validation Delta_m; a lone
     configuration needs no reference), failed runs left out."""
@@ -161,7 +178,11 @@ def chosen_runs(
             f"{method} has {len(groups)} configurations on {problem} {tasks}: choosing one "
             "needs the single-task reference"
         )
-    key = next(iter(groups)) if len(groups) == 1 else select_configurations(runs, reference)[0]
+    key = (
+        next(iter(groups))
+        if len(groups) == 1
+        else select_configurations(runs, reference, convention)[0]
+    )
     return [r for r in groups[key] if r.status != "failed"]
 
 
@@ -175,3 +196,72 @@ def fixed_weights_config(config: Mapping | RunConfig, weights: FixedWeights) -> 
             f"{base.problem} {base.tasks}"
         )
     return replace(base, method="fixed", method_params={"weights": weights.as_list()})
+
+
+def source_runs(
+    records: Sequence[RunRecord],
+    problem: str,
+    tasks: str,
+    method: str,
+    reference: Reference | None = None,
+    source: str = "best",
+    lr: float | None = None,
+    convention: str | None = None,
+) -> dict[str, list[RunRecord]]:
+    """The runs (failed ones left out) of each source configuration of ``method``, by
+    configuration key: with ``lr``, every configuration of that learning rate; else
+    ``source`` "best" (the chosen configuration, :func:`chosen_runs`) or "all" (each one of
+    the grid). A source without a run left is skipped; none at all is an error."""
+    if source not in SOURCES:
+        raise ConfigError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    runs = method_runs(records, problem, tasks).get(registry.spec(method).name)
+    if not runs:
+        raise ConfigError(f"no finished runs of {method} on {problem} {tasks}")
+    if lr is None and source == "best":
+        chosen = chosen_runs(records, problem, tasks, method, reference, convention)
+        return {configuration_key(chosen[0].config): chosen} if chosen else {}
+    groups = group_runs(runs)
+    if lr is not None:
+        lrs = sorted({float(r.config.get("lr", RunConfig.lr)) for r in runs})
+        groups = {
+            key: group
+            for key, group in groups.items()
+            if math.isclose(float(group[0].config.get("lr", RunConfig.lr)), lr, rel_tol=1e-9)
+        }
+        if not groups:
+            raise ConfigError(
+                f"{method} has no runs at lr {lr:g} on {problem} {tasks}; its lrs: {lrs}"
+            )
+    result = {key: [r for r in group if r.status != "failed"] for key, group in groups.items()}
+    return {key: group for key, group in result.items() if group}
+
+
+def fixed_weights_frame(
+    records: Sequence[RunRecord],
+    sources: Mapping[str, tuple[FixedWeights, Sequence[RunRecord]]],
+    reference: Reference,
+    convention: str | None = None,
+) -> pd.DataFrame:
+    """One row per run for :func:`smto.report.fixed_weights_figure.fixed_weights_spread`:
+    for each source (label -> its weights and runs), the source runs (kind "source") and the
+    fixed-weights runs trained from them (kind "fixed": the runs in ``records`` of the
+    configuration of :func:`fixed_weights_config` of a source run, any seed), with test
+    Delta_m in ``convention`` (None: the study's). Failed runs are left out."""
+    pd = require("pandas", "bench", "the fixed-weights frame")
+    by_key = group_runs(r for r in records if r.status != "failed")
+    rows = []
+    for label, (weights, runs) in sources.items():
+        keys = {configuration_key(_fixed_config(r.config, weights)) for r in runs}
+        fixed = [r for key in keys for r in by_key.get(key, [])]
+        for kind, group in (("source", runs), ("fixed", fixed)):
+            for record in group:
+                value = run_delta_m(record, reference, "test", convention or "study")
+                row = {"source": label, "kind": kind, "run_id": record.run_id, "delta_m": value}
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["source", "kind", "run_id", "delta_m"])
+
+
+def _fixed_config(config: Mapping, weights: FixedWeights) -> dict:
+    """The configuration dict :func:`fixed_weights_config` makes, without building a
+    RunConfig (so records of any smto version or problem compare)."""
+    return {**config, "method": "fixed", "method_params": {"weights": weights.as_list()}}
