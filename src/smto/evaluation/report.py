@@ -149,6 +149,24 @@ def history_frame(results: Sequence[MethodResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def probe_frame(results: Sequence[MethodResult]) -> pd.DataFrame:
+    """One row per run and probed epoch: method (display name), method_name, run_id, epoch
+    and the epoch's probe summary flattened (``probes.inter_task.cosine.mean``, ...; see
+    :mod:`smto.train.probes`). Empty when no run was probed."""
+    rows = []
+    for result in results:
+        for record in result.runs:
+            for entry in record.history:
+                if not entry.get("probes"):
+                    continue
+                row = {"method": result.name, "method_name": result.method}
+                row.update({"run_id": record.run_id, "epoch": entry["epoch"]})
+                flat = pd.json_normalize({"probes": entry["probes"]}, sep=".")
+                row.update(flat.iloc[0].to_dict())
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def summary_frame(results: Sequence[MethodResult]) -> pd.DataFrame:
     """One row per method: method, mean, ci_low, ci_high of test Delta_m (%)."""
     rows = []
@@ -228,6 +246,22 @@ def write_report(
     return report
 
 
+def write_conflict_figures(results: Sequence[MethodResult], out: Path) -> list[Path]:
+    """``conflicts_<method>``: Elich et al.'s Fig. 4 layout for each method whose runs probed
+    inter-task and inter-sample pairs (``RunConfig.probes``); nothing for the others."""
+    from smto.report import conflict_figures
+
+    files: list[Path] = []
+    probes = probe_frame(results)
+    if probes.empty:
+        return files
+    for method, own in probes.groupby("method_name", sort=False):
+        if conflict_figures.has_pairs(own):
+            name = str(own["method"].iloc[0])
+            files += conflict_figures.conflicts_figure(own, out / f"conflicts_{method}", title=name)
+    return files
+
+
 def write_figures(
     results: Sequence[MethodResult],
     per_run: pd.DataFrame,
@@ -235,13 +269,15 @@ def write_figures(
     baseline: str = "unit_scal",
     beta: float = 0.9,
 ) -> list[Path]:
-    """The Delta_m box plot and error bars, each method's weights, and for two tasks the
+    """The Delta_m box plot and error bars, each probed method's gradient conflicts (Elich
+    et al.'s Fig. 4 layout), each method's weights, and for two tasks the
     results-with-weights figure."""
     from smto.report import figures
 
     base = next((r.name for r in results if r.method == baseline), "")
     files = figures.delta_m_boxplot(per_run, out / "delta_m_boxplot", baseline=base)
     files += figures.delta_m_errorbars(summary_frame(results), out / "delta_m_errorbars")
+    files += write_conflict_figures(results, out)
     history = history_frame(results)
     if history.empty:
         return files
