@@ -75,9 +75,7 @@ def test_a_task_without_a_single_task_run_is_nan_and_absolute_scores_are_means()
     tables = R.robustness_tables(R.scores_frame(hand_results(), METRICS), METRICS)
     assert [t.name for t in tables] == [
         "robustness_relative", "robustness_relative_by_corruption", "robustness_absolute"]  # fmt: skip
-    assert "| unit_scal \\| fog |" in tables[1].markdown() or "| unit_scal | fog" in "".join(
-        tables[1].markdown()
-    )
+    assert "| unit_scal: fog |" in tables[1].markdown()
     assert tables[2].higher_is_better == {"S/miou": True, "D/abs_err": False}
 
 
@@ -236,3 +234,33 @@ def test_the_command_writes_the_tables(env, capsys):
     assert list(relative.index) == ["unit_scal"]
     assert {"Smiling/accuracy", "Male/f1", "mean"} <= set(relative.columns)
     assert relative.notna().all().all()
+
+
+def test_the_chosen_configurations_are_evaluated_and_a_mix_is_refused(tmp_path, monkeypatch):
+    import eval_records as E
+
+    from smto.evaluation.reference_values import Reference
+    from smto.problems import PROBLEMS
+
+    monkeypatch.setitem(PROBLEMS, "fake", E.FakeProblem)
+    good = {"A": {"acc": 0.9}, "C": {"err": 0.1}}
+    bad = {"A": {"acc": 0.1}, "C": {"err": 0.9}}
+    runs = {
+        "good": E.multi_record("good", good, good, lr=0.01),
+        "bad": E.multi_record("bad", bad, bad, lr=0.1),
+        "st1": E.single_record("st1", "A", {"acc": (0.5, 0.5)}, lr=0.01),
+        "st2": E.single_record("st2", "A", {"acc": (0.4, 0.4)}, lr=0.1),
+        "left": E.single_record("left", "C", {"err": (0.5, 0.5)}, status="failed"),
+    }
+    for name, record in runs.items():
+        (tmp_path / name).mkdir()
+        record.save(tmp_path / name)
+    directories = [tmp_path / n for n in runs]
+    with pytest.raises(ConfigError, match="method unit_scal on A_C has 2 configurations"):
+        R.chosen_runs(directories)
+    values = {"A": {"acc": 0.5}, "C": {"err": 0.5}}
+    reference = Reference("fake", values, values, {"A": {"acc": ["st1"]}, "C": {"err": []}})
+    chosen = {p.name for p in R.chosen_runs(directories, reference)}
+    assert chosen == {"good", "st1", "left"}  # "left" is left out later, with its reason
+    assert {p.name for p in R.chosen_runs([tmp_path / "bad", tmp_path / "st2"])} == {
+        "bad", "st2"}  # fmt: skip

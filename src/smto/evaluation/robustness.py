@@ -51,6 +51,8 @@ from smto.capabilities import HeadInputs
 from smto.data import corruptions as imagenet_c
 from smto.data import paths
 from smto.errors import ConfigError, NonFiniteError
+from smto.evaluation.reference_values import Reference
+from smto.evaluation.selection import configuration_key, group_runs, select_configurations
 from smto.models.base import SharedEncoderModel
 from smto.optim import SignSGD
 from smto.problems import Metric, Problem, create_problem, problem_options
@@ -400,7 +402,7 @@ def robustness_tables(
     directions = {f"{t}/{m.name}": m.higher_is_better for t, m in _columns(metrics)}
     relative = eq26_frame(scores, metrics)
     by_corruption = eq26_frame(scores, metrics, by=("corruption",))
-    by_corruption.index = [f"{method} | {name}" for method, name in by_corruption.index]
+    by_corruption.index = [f"{method}: {name}" for method, name in by_corruption.index]
     absolute = absolute_frame(scores)
     up = dict.fromkeys([*relative.columns], True)
     return [
@@ -426,6 +428,48 @@ def robustness_tables(
             {c: directions.get(c) for c in absolute.columns},
         ),
     ]
+
+
+def chosen_runs(directories: Sequence[Path], reference: Reference | None = None) -> list[Path]:
+    """The run directories to evaluate: every run, where each multi-task method (and task set)
+    and each single task has one configuration; otherwise ``reference`` chooses, as
+    ``smto report`` does (a method's configuration of the best mean validation Delta_m; a
+    task's single-task runs the reference was built from). Several configurations and no
+    reference is a ConfigError: the scores would mix them."""
+    records = {Path(d): load_run(d) for d in directories}
+    done = {d: r for d, r in records.items() if r.status == "completed"}
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for directory, record in done.items():
+        single = len(record.config["tasks"].split("_")) == 1
+        group = (
+            ("", record.config["tasks"])
+            if single
+            else (record.config["method"], record.config["tasks"])
+        )
+        groups.setdefault(group, []).append(directory)
+    chosen = [d for d, r in records.items() if d not in done]  # left out later, with a reason
+    for (method, tasks), members in groups.items():
+        by_key = group_runs(done[d] for d in members)
+        if len(by_key) == 1:
+            chosen += members
+            continue
+        what = f"method {method} on {tasks}" if method else f"the single task {tasks}"
+        if reference is None:
+            raise ConfigError(
+                f"{what} has {len(by_key)} configurations under the runs directory: give "
+                "--reference (the single-task reference JSON) to choose as smto report does, "
+                "or point it at the chosen runs"
+            )
+        if method:
+            key = select_configurations([done[d] for d in members], reference)[0]
+            chosen += [d for d in members if configuration_key(done[d].config) == key]
+        else:
+            ids = {i for ids in reference.sources.get(tasks, {}).values() for i in ids}
+            kept = [d for d in members if done[d].run_id in ids]
+            if not kept:
+                raise ConfigError(f"the reference names none of the runs of {what}")
+            chosen += kept
+    return sorted(chosen)
 
 
 def robustness_of_runs(
