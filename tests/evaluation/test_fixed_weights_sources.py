@@ -105,3 +105,31 @@ def test_the_figure_needs_fixed_runs(tmp_path):
     frame = pd.DataFrame([{"source": "x", "kind": "source", "delta_m": 1.0}])
     with pytest.raises(ConfigError, match="no fixed-weights runs"):
         fixed_weights_spread(frame, tmp_path / "fig")
+
+
+@pytest.mark.slow
+def test_the_command_extracts_from_each_lr_trains_and_draws(tmp_path, capsys):
+    import pandas as pd
+
+    from smto.cli import main
+    from smto.evaluation.fixed_weights import FixedWeights
+    from smto.train import RunConfig, train
+
+    runs = tmp_path / "runs"
+    toy = {"problem": "toy_regression", "epochs": 1, "batch_size": 64}
+    toy["problem_options"] = {"sizes": [128, 64, 64]}
+    for tasks in ("T1", "T2"):
+        train(RunConfig(**toy, tasks=tasks, method="unit_scal"), runs)
+    for lr in (0.01, 0.001):
+        train(RunConfig(**toy, tasks="T1_T2", method="cagrad", lr=lr), runs)
+    args = ["fixed-weights", str(runs), "--problem", "toy_regression", "--tasks", "T1_T2"]
+    args += ["--method", "cagrad", "--quiet"]
+    assert main([*args, "--source-lr", "0.001", "--save", str(tmp_path / "w.json")]) == 0
+    assert FixedWeights.load(tmp_path / "w.json").sources[0].startswith("toy_regression")
+    out = tmp_path / "fig" / "spread"
+    assert main([*args, "--source", "all", "--train", "--figure", str(out)]) == 0
+    assert "lr=0.01:" in capsys.readouterr().out
+    rows = pd.read_csv(out.with_suffix(".csv"))
+    assert sorted(set(rows["source"])) == ["lr=0.001", "lr=0.01"]
+    assert (rows.groupby("source")["kind"].apply(set) == {"fixed", "source"}).all()
+    assert out.with_suffix(".png").stat().st_size > 1000
