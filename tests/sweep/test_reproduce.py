@@ -1,0 +1,87 @@
+"""``smto reproduce``: its budget, the sweep files it writes from the published
+configurations, and a quick end-to-end run on Multi-MNIST with small limits (the table's
+columns, the published values read from the data file, resuming)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sweep_helpers import FAST
+
+from smto.errors import ConfigError
+from smto.evaluation.published import DELTA_M, published_problem
+from smto.evaluation.reproduction import QUICK_NOTE
+from smto.sweep import load_sweep
+from smto.sweep.driver import WorkerSettings
+from smto.sweep.reproduce import QUICK_LIMITS, budget, reproduce, write_sweeps
+
+DATA = Path(os.environ.get("SMTO_DATA", "/work/shared/data"))
+SETTINGS = WorkerSettings(**FAST, data_dir=DATA)
+
+
+def test_the_budget_is_the_studys_unless_quick_and_fewer_epochs_or_data_are_quick():
+    full = budget("multi_mnist")
+    assert (full.seeds, full.epochs, full.limits, full.quick) == (10, 100, None, False)
+    quick = budget("multi_mnist", quick=True)
+    assert (quick.seeds, quick.epochs, quick.limits, quick.quick) == (2, 2, QUICK_LIMITS, True)
+    assert budget("multi_mnist", seeds=3).quick is False  # 3 seeds at 100 epochs: comparable
+    assert budget("multi_mnist", epochs=10).quick is True
+    assert budget("multi_mnist", limits=[100, 10, 10]).tag == "s10-e100-n100"
+    with pytest.raises(ConfigError, match="limits"):
+        budget("multi_mnist", limits=[100, 10])
+    with pytest.raises(ConfigError, match="seeds"):
+        budget("multi_mnist", seeds=0)
+
+
+def test_the_sweep_files_hold_the_published_configurations(tmp_path):
+    published = published_problem("multi_mnist-CL_RR")
+    files = write_sweeps(published, budget("multi_mnist"), tmp_path, ["famo", "nash_mtl"])
+    famo, nash = (load_sweep(f) for f in files)
+    assert famo.fixed["lr"] == 0.0025 and famo.fixed["dropout"] == 0.0  # Table 7
+    assert famo.method_grids["famo"] == {"gamma": [0.01, 0.001, 0.0001]}  # searched again
+    assert famo.method_params["famo"] == {"logit_lr": 0.025}
+    assert (famo.runs, famo.extra) == (5, 5)  # the study's 5 + 5 for a search
+    assert (nash.runs, nash.extra) == (10, 0)
+    assert nash.method_params["nash_mtl"] == {"heads": "weighted"}  # the study's code
+    references = [load_sweep(p) for p in famo.reference_sweeps]
+    assert {r.tasks: r.fixed["dropout"] for r in references} == {("CL",): 0.5, ("RR",): 0.0}
+    assert all(r.fixed["lr"] == 0.0025 and r.runs == 10 for r in references)
+
+
+def test_an_unknown_method_of_the_problem_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no published configuration of 'graddrop'"):
+        reproduce("multi_mnist-CL_CR", budget("multi_mnist", quick=True), tmp_path,
+                  ["graddrop"], settings=SETTINGS, progress=False, echo=lambda _: None)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="needs MNIST in SMTO_DATA")
+def test_a_quick_reproduction_runs_end_to_end_and_resumes(tmp_path):
+    plan = budget("multi_mnist", quick=True, epochs=1, limits=[256, 64, 64])
+    messages: list[str] = []
+    comparison, written = reproduce(
+        "multi_mnist-CL_RR", plan, tmp_path, ["unit_scal", "cagrad"], settings=SETTINGS,
+        progress=False, echo=messages.append,
+    )  # fmt: skip
+    assert messages[0] == QUICK_NOTE
+    assert [p.name for p in written] == [
+        "comparison.md", "comparison.json", "comparison.png", "comparison.pdf"
+    ]  # fmt: skip
+    table = (tmp_path / "comparison.md").read_text()
+    assert QUICK_NOTE in table
+    assert "| method | published | ours: mean | std | 95 % interval | runs | |" in table
+    assert "| Unit. Scal. | -8.952 |" in table and "| CAGrad | -2.137 |" in table  # Table 3
+    rows = {(r.method, r.quantity): r for r in comparison.rows}
+    assert set(rows) == {(m, q) for m in ("unit_scal", "cagrad") for q in ("CL", "RR", DELTA_M)}
+    assert all(r.runs == 2 for r in rows.values())  # 2 seeds each (cagrad: 1 + 1 of a search)
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    assert data["quick"] is True and data["seeds"] == 2
+    start = time.monotonic()
+    again, _ = reproduce("multi_mnist-CL_RR", plan, tmp_path, ["unit_scal", "cagrad"],
+                         settings=SETTINGS, progress=False, echo=lambda _: None)  # fmt: skip
+    assert [r.values for r in again.rows] == [r.values for r in comparison.rows]  # resumed
+    assert time.monotonic() - start < 30  # nothing trained again
