@@ -55,6 +55,7 @@ pd = require("pandas", "bench", "smto.evaluation.pareto")
 
 Values = dict[str, dict[str, float]]
 SPLITS = ("test", "val")
+"""The splits a Pareto front can be taken on."""
 OPTIMIZER_NAMES = {
     "adam": "Adam",
     "sgd": "SGD",
@@ -63,6 +64,7 @@ OPTIMIZER_NAMES = {
 }
 """How tables and figures name the optimizers (others keep their configuration name)."""
 PO_FULL = "PO (full)"
+"""The counts' column of the Pareto-optimal configurations (their Table 2's name)."""
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 

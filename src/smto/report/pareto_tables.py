@@ -26,8 +26,11 @@ from smto.report.tables import MISSING, Table, precision_round
 pd = require("pandas", "bench", "smto.report.pareto_tables")
 
 PO_FULL = "PO (full)"
+"""The counts' column of the Pareto-optimal configurations."""
 TOTAL = "Total"
+"""Table A2's column of the sum over the methods."""
 STL = "STL"
+"""The row label of the single-task reference in the best-per-optimizer table."""
 
 
 def _count(value: float) -> str:
