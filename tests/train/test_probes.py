@@ -3,6 +3,7 @@ against a loop, the per-epoch summaries, and a probed run's numbers against an u
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from smto.errors import ConfigError
 from smto.models.base import SharedEncoderModel
 from smto.problems.toy import ToyRegression
-from smto.train import RunConfig, load_runs, train
+from smto.train import RunConfig, find_runs, load_run, load_runs, train
 from smto.train import probes as probes_module
 from smto.train.probes import (
     GradientProbe,
@@ -326,3 +327,49 @@ def test_with_the_probe_off_no_probe_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(probes_module.GradientProbe, "__init__", fail)
     record = train(RunConfig(**TOY, epochs=1), tmp_path)
     assert record.status == "completed" and "probes" not in record.history[0]
+
+
+def test_the_command_line_probes(tmp_path, capsys):
+    from smto.cli import main
+
+    common = ["train", "--problem", "toy_regression", "--tasks", "T1_T2", "--epochs", "1"]
+    common += ["--problem-option", "sizes=(128,64,64)", "--batch-size", "64", "--quiet"]
+    args = [*common, "--out", str(tmp_path), "--probe", "pairs_every=2", "cosine_every=None"]
+    assert main(args) == 0
+    (record,) = [load_run(d) for d in find_runs(tmp_path)]
+    assert record.config["probes"] == {"pairs_every": 2, "cosine_every": None}
+    assert record.history[0]["probes"]["steps"] == {"cosine": 0, "pairs": 1}
+    assert main([*common, "--out", str(tmp_path / "defaults"), "--probe"]) == 0
+    (record,) = [load_run(d) for d in find_runs(tmp_path / "defaults")]
+    assert record.config["probes"] == {}
+    assert record.history[0]["probes"]["steps"] == {"cosine": 1, "pairs": 1}
+    assert main([*common, "--out", str(tmp_path / "bad"), "--probe", "every=3"]) == 2
+    assert "unknown probes key(s) ['every']" in capsys.readouterr().err
+
+
+def _probe_values(record) -> str:
+    """The probe summaries but their times, as JSON text (where NaN equals NaN: a summary of
+    no pair is NaN)."""
+    values = [{k: v for k, v in e["probes"].items() if k != "seconds"} for e in record.history]
+    return json.dumps(values, sort_keys=True)
+
+
+def test_a_resumed_probed_run_probes_the_same_samples(tmp_path):
+    config = RunConfig(
+        **TOY,
+        epochs=2,
+        dropout=0.3,
+        problem_options={"sizes": [192, 64, 64]},
+        probes={"samples": 4},
+    )
+    whole = train(config, tmp_path / "whole")
+
+    def stop(record):
+        if len(record.history) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", on_epoch_end=stop)
+    resumed = train(config, tmp_path / "cut")
+    assert _probe_values(resumed) == _probe_values(whole)
+    assert _training_numbers(resumed) == _training_numbers(whole)
