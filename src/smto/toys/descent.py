@@ -266,7 +266,7 @@ def format_table(cells: dict[tuple[str, str, float], Cell]) -> str:
 def failures(cells: dict[tuple[str, str, float], Cell]) -> list[str]:
     """One line per trajectory that failed (the method raised), to report beside the table."""
     return [
-        f"{t.method} + {t.optimizer} lr {t.lr:g} from {t.start}: {t.status[len('failed: '):]}"
+        f"{t.method} + {t.optimizer} lr {t.lr:g} from {t.start}: {t.status[len('failed: ') :]}"
         for cell in cells.values()
         for t in cell.trajectories
         if t.status.startswith("failed")

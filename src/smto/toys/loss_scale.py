@@ -157,11 +157,17 @@ def run(
     model = LossScaleNet().double()
     shared = list(model.backbone.parameters())
     head_params = [list(h.parameters()) for h in model.heads]
-    opt = _optimizer(optimizer, shared, [p for ps in head_params for p in ps], train_backbone, lr, eps)
+    opt = _optimizer(
+        optimizer, shared, [p for ps in head_params for p in ps], train_backbone, lr, eps
+    )
     scales = torch.tensor(SCALES if scaled else (1.0, 1.0), dtype=torch.float64)
-    smto_method = registry.create(method, 2, **METHOD_HYPERPARAMETERS.get(method, {}))
+    smto_method = registry.create(
+        method, 2, **METHOD_HYPERPARAMETERS.get(registry.spec(method).name, {})
+    )
     per_task = optimizer == "per_task_adam" and train_backbone
-    rows: dict[str, list] = {k: [] for k in ("losses", "scaled", "weighted", "hg", "hu", "bg", "bu")}
+    rows: dict[str, list] = {
+        k: [] for k in ("losses", "scaled", "weighted", "hg", "hu", "bg", "bu")
+    }
     for _ in range(steps):
         for p in model.parameters():
             p.grad = None
