@@ -355,3 +355,26 @@ def test_where_torchjd_disagrees_its_answer_violates_the_equation() -> None:
             disagreements += 1
             assert nash_residual(gram, reference) > 1e-2
     assert disagreements >= 1  # seeds 307 (stays at ones) and 308 (a slack constraint)
+
+
+def test_clipping_survives_a_quadratic_form_rounded_below_zero(monkeypatch) -> None:
+    """Nearly opposite gradients and large weights: alpha G alpha, exactly >= 0, can round
+    below zero (seen on the CAGrad toy with Adam); the clipping must not take its square root
+    as a complex number."""
+    import smto.methods.nash_mtl as module
+
+    for seed in range(100):  # about 2 in 5 such pairs round below zero
+        g = torch.Generator().manual_seed(seed)
+        v = torch.randn(5, generator=g, dtype=torch.float64)
+        matrix = torch.stack([v, -v * (1 + 1e-13 * torch.randn((), generator=g).item())])
+        alpha = np.array([800.0, 800.0 * float(v.norm() / matrix[1].norm())])
+        gram = (matrix @ matrix.T).numpy()
+        if float(alpha @ gram @ alpha) < 0:  # the rounding this test is about
+            break
+    else:
+        pytest.fail("no pair rounded below zero")
+    solved = {"solver_iterations": 1.0, "residual": 0.0, "converged": 1.0}
+    monkeypatch.setattr(module, "solve_nash", lambda *a, **k: (alpha, solved))
+    result = NashMTL(2, max_norm=1.0).aggregate(matrix, torch.zeros(2))
+    assert torch.isfinite(result.direction).all() and torch.isfinite(result.weights).all()
+    torch.testing.assert_close(result.weights, torch.from_numpy(alpha))  # norm 0: no clipping

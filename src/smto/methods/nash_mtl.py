@@ -119,7 +119,8 @@ class NashMTL(GramMethod):
         alpha = self.alpha.detach().cpu().clone()
         weights = alpha
         if self.max_norm:
-            norm = float(alpha @ gram @ alpha) ** 0.5
+            # clamped: on a nearly rank-one Gram, rounding can make the quadratic form < 0
+            norm = max(float(alpha @ gram @ alpha), 0.0) ** 0.5
             weights = alpha * min(1.0, self.max_norm / (norm + 1e-6))
         return GramWeights(weights, info, failure, head_weights=alpha)
 
