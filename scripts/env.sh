@@ -18,4 +18,10 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 # torch first and alone, pinned: an unpinned torch pulls gigabytes of CUDA packages.
 "${pip[@]}" install "torch==2.13.0"
 "${pip[@]}" install -c requirements/constraints.txt -e ".[$extras]"
+# LibMTL (the step benchmark's LibMTL peers, tested with the test extra) without its declared
+# torchvision: the weightings need only torch and numpy, and torchvision's PyPI wheels do not
+# load against the CPU torch (smto.bench.libmtl_peers).
+if [[ "$extras" == *test* || "$extras" == *dev* ]]; then
+  "${pip[@]}" install --no-deps -c requirements/constraints.txt LibMTL
+fi
 echo "$want" > "$stamp"

@@ -26,8 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from smto import registry
+from smto.bench.libmtl_peers import has_libmtl_peer, libmtl_peer
 from smto.bench.peers import TorchjdPeer, has_peer
-from smto.capabilities import optimizer_groups
+from smto.capabilities import EpochEnd, optimizer_groups
 from smto.jacobian import GradientEngine
 from smto.method import Aggregation, GradientMethod, Method, Scale
 from smto.models.base import SharedEncoderModel
@@ -318,16 +319,21 @@ def run_benchmark(
     warmup: int,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
-    peers: bool = False,
+    peers: bool | Sequence[str] = False,
     floor: Sequence[str] = FLOOR_MODES,
 ) -> list[Timing]:
     """Times the floor (with each Jacobian strategy of ``floor``; none when empty), Unit.
-    Scal. and each method; with ``peers``, also torchjd's aggregator of each method that
-    torchjd has (:mod:`smto.bench.peers`), in the same step.
+    Scal. and each method; with ``peers`` (True: ``("torchjd",)``; or any of "torchjd" and
+    "libmtl"), also torchjd's aggregator (:mod:`smto.bench.peers`) and LibMTL's weighting
+    (:mod:`smto.bench.libmtl_peers`) of each method they have, in the same step.
 
     The steps are interleaved (one step of every method per round), so that a slow phase of
-    a noisy machine affects all methods alike and the ratios stay comparable.
+    a noisy machine affects all methods alike and the ratios stay comparable. Each warm-up
+    step ends an epoch of the methods with per-epoch statistics (DWA, GradNorm, STCH and the
+    LibMTL peers), so that after a few (``warmup`` >= 4 for STCH's warm-up) they are timed in
+    their steady phase rather than their first epoch's.
     """
+    peer_libraries = ("torchjd",) if peers is True else tuple(peers or ())
     entries: list[tuple[str, str, str, Stepper]] = []
     for mode in floor:
         mean = _MeanOfJacobian(workload.n_tasks)
@@ -339,14 +345,22 @@ def run_benchmark(
         method = registry.create(name, workload.n_tasks)
         stepper = Stepper(workload, method, device)
         entries.append((name, method.display_name, method.space.value, stepper))
-        if peers and has_peer(name, workload.n_tasks):
+        if "torchjd" in peer_libraries and has_peer(name, workload.n_tasks):
             peer = TorchjdPeer(workload.n_tasks, name)
             entries.append(
                 (f"torchjd:{name}", peer.display_name, "params", Stepper(workload, peer, device))
             )
+        if "libmtl" in peer_libraries and has_libmtl_peer(name, workload.n_tasks):
+            libmtl = libmtl_peer(workload.n_tasks, name)
+            libmtl_stepper = Stepper(workload, libmtl, device)
+            entries.append(
+                (f"libmtl:{name}", libmtl.display_name, libmtl.spec.space, libmtl_stepper)
+            )
     for _ in range(warmup):
         for *_, stepper in entries:
             stepper.step()
+            if isinstance(stepper.method, EpochEnd):
+                stepper.method.end_epoch()
     for round_index in range(repeats):
         for *_, stepper in entries:
             stepper.timed_step()
