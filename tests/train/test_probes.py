@@ -99,6 +99,33 @@ def test_zero_gradients_have_defined_measures():
     assert values["conflict_ratio"].tolist() == [0.0, 0.0]
 
 
+def test_chunked_blocks_give_the_measures_of_each_pair(monkeypatch):
+    """The Gram route over parameter blocks and column chunks equals the measures taken pair
+    by pair in numpy."""
+    monkeypatch.setattr(probes_module, "_CHUNK_ELEMENTS", 7)  # chunks of 7 // rows columns
+    generator = torch.Generator().manual_seed(0)
+    grads = torch.randn(3, 4, 23, generator=generator, dtype=torch.float64)
+    grads[grads.abs() < 0.3] = 0.0  # zeros conflict with nothing
+    blocks = list(grads.split([5, 1, 17], dim=2))
+    values = probes_module.step_pairs(blocks)
+    g = grads.numpy()
+    first, second = pair_index(3, 4, "inter_sample")
+    for i, ((s, t), (s2, t2)) in enumerate(zip(first.tolist(), second.tolist())):
+        a, b = g[s, t], g[s2, t2]
+        cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+        mag = 2 * np.linalg.norm(a) * np.linalg.norm(b) / (a @ a + b @ b)
+        assert values["inter_sample"]["cosine"][i].item() == pytest.approx(cos, abs=1e-12)
+        assert values["inter_sample"]["magnitude"][i].item() == pytest.approx(mag, abs=1e-12)
+        assert values["inter_sample"]["conflict_ratio"][i].item() == np.mean(a * b < 0)
+    by_sample = g.mean(axis=1)
+    a, b = by_sample[0], by_sample[2]  # the second pair of (0, 1), (0, 2), (1, 2)
+    assert values["inter_sample_averaged"]["dot"][1].item() == pytest.approx(a @ b, abs=1e-12)
+    whole = probes_module.step_pairs(grads)
+    for family, measures in whole.items():
+        for name, value in measures.items():
+            torch.testing.assert_close(values[family][name], value, rtol=0, atol=1e-12)
+
+
 def test_inter_task_pairs_share_the_sample_and_inter_sample_pairs_the_task():
     first, second = pair_index(3, 4, "inter_task")
     assert len(first) == 3 * 6
@@ -263,6 +290,8 @@ def test_batch_norm_uses_running_statistics_and_keeps_them():
     [
         ({"every": 3}, "unknown probes key"),
         ({"pairs_every": 0}, "pairs_every must be"),
+        ({"chunk_size": 0}, "chunk_size must be an integer >= 1 or None"),
+        ({"tasks": None}, r"tasks must be an integer >= 1, got None"),
         ({"cosine_every": 2.5}, "cosine_every must be"),
         ({"samples": True}, "samples must be"),
         ({"cosine_every": None, "pairs_every": None}, "nothing would be probed"),
