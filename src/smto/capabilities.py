@@ -13,7 +13,10 @@ checks ``isinstance(method, Capability)``:
   batch of a cycled validation loader;
 * :class:`EpochEnd` (DWA): ``method.end_epoch()`` after each training epoch;
 * :class:`TaskKPIs` (DTP with ``kpi="given"``): ``method.observe_kpis(kpis)`` with the
-  per-task key performance indicators (accuracies, in (0, 1]) of the latest batch.
+  per-task key performance indicators (accuracies, in (0, 1]) of the latest batch;
+* :class:`HeadTargets` (BayesAgg-MTL): ``method.bind_heads(heads, loss_types)`` once before
+  training, and ``method.observe_targets(targets)`` with the batch's targets before each
+  ``backward``.
 
 :func:`head_inputs_of` and :func:`optimizer_groups` serve the first two for any method.
 """
@@ -21,7 +24,7 @@ checks ``isinstance(method, Capability)``:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -82,6 +85,22 @@ class TaskKPIs(ABC):
     def observe_kpis(self, kpis: Tensor) -> None:
         """Called with the (K,) KPIs in (0, 1] (higher is better, e.g. each task's accuracy on
         the batch), before the ``backward`` they should weigh."""
+
+
+class HeadTargets(ABC):
+    """The method models each task's last linear layer on the representation (BayesAgg-MTL):
+    it needs the heads, the tasks' loss kinds and every batch's targets."""
+
+    @abstractmethod
+    def bind_heads(self, heads: Sequence[nn.Module], loss_types: Sequence[str]) -> None:
+        """Called once before training with the heads and the loss kinds ("mse",
+        "classification", ...), in task order; raises :class:`~smto.errors.ConfigError` for
+        heads or losses the method does not fit."""
+
+    @abstractmethod
+    def observe_targets(self, targets: Sequence[Tensor]) -> None:
+        """Called before each ``backward`` with the batch's targets, one tensor per task in
+        task order (what the task's loss compares its head's output with)."""
 
 
 def head_inputs_of(method: object) -> Callable[[Tensor], list[Tensor]] | None:

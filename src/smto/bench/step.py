@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from smto import registry
 from smto.bench.libmtl_peers import has_libmtl_peer, libmtl_peer
 from smto.bench.peers import TorchjdPeer, has_peer
-from smto.capabilities import EpochEnd, optimizer_groups
+from smto.capabilities import EpochEnd, HeadTargets, optimizer_groups
 from smto.jacobian import GradientEngine
 from smto.method import Aggregation, GradientMethod, Method, Scale
 from smto.models.base import SharedEncoderModel
@@ -331,7 +331,8 @@ def run_benchmark(
     a noisy machine affects all methods alike and the ratios stay comparable. Each warm-up
     step ends an epoch of the methods with per-epoch statistics (DWA, GradNorm, STCH and the
     LibMTL peers), so that after a few (``warmup`` >= 4 for STCH's warm-up) they are timed in
-    their steady phase rather than their first epoch's.
+    their steady phase rather than their first epoch's. Methods that need the targets by task
+    (:class:`~smto.capabilities.HeadTargets`: BayesAgg-MTL) are left out.
     """
     peer_libraries = ("torchjd",) if peers is True else tuple(peers or ())
     entries: list[tuple[str, str, str, Stepper]] = []
@@ -343,6 +344,8 @@ def run_benchmark(
         )
     for name in ["unit_scal", *[m for m in methods if m != "unit_scal"]]:
         method = registry.create(name, workload.n_tasks)
+        if isinstance(method, HeadTargets):  # the workloads give no targets by task name
+            continue
         stepper = Stepper(workload, method, device)
         entries.append((name, method.display_name, method.space.value, stepper))
         if "torchjd" in peer_libraries and has_peer(name, workload.n_tasks):
