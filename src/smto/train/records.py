@@ -35,7 +35,8 @@ class RunRecord:
     ``val`` and ``val_loss`` (per task), ``test`` (per task, only
     for epochs that improved the selection score), ``score`` (the selection score), ``lr``,
     ``train_seconds`` (the training part's wall time) and ``seconds`` (the whole epoch's,
-    with evaluation and checkpointing).
+    with evaluation and checkpointing); with ``RunConfig.probes``, ``probes`` (the epoch's
+    gradient statistics and their cost, :class:`smto.train.probes.GradientProbe`).
     """
 
     run_id: str
