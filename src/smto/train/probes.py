@@ -26,7 +26,11 @@ random streams are where they were; BatchNorm statistics are never updated (see
 metrics are therefore bitwise those of the same run unprobed.
 
 The per-sample gradients are ``torch.func``'s: ``vmap`` over samples of ``jacrev`` of the
-sample's K losses (a functional call of the model), computed on the drawn subset only.
+sample's K losses (a functional call of the model), computed on the drawn subset only. The
+pair measures come from the Gram matrix of the drawn gradients and the counts of opposite
+signs, summed over parameter blocks and column chunks, so the memory is one copy of the S T
+gradients. The probe sees the model's plain forward: a method's head inputs (RotoGrad's
+rotations) are not applied.
 """
 
 from __future__ import annotations
