@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("smto.train",)),
     ("report", ("smto.report",)),
     ("evaluation", ("smto.evaluation",)),
+    ("toys", ("smto.toys",)),
     ("sweep", ("smto.sweep",)),
     ("bench", ("smto.bench",)),
     ("cli", ("smto.cli", "smto.__main__", "smto.compare", "smto.demo")),

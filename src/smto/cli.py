@@ -19,6 +19,8 @@ from smto.bench.cli import add_commands as bench_commands
 from smto.errors import ConfigError, MissingError, SmtoError, Terminated
 from smto.evaluation.cli import add_commands as evaluation_commands
 from smto.sweep.cli import add_commands as sweep_commands
+from smto.sweep.reproduce_cli import add_command as reproduce_command
+from smto.toys.cli import add_commands as toy_commands
 
 DATA_HELP = (
     "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
@@ -139,6 +141,8 @@ def _config_from_args(args: argparse.Namespace, method: str):
         divergence_factor=args.divergence_factor,
         step_size=args.step_size,
         step_factor=args.step_factor,
+        delta_m_convention=args.delta_m_convention,
+        probes=None if args.probe is None else _parse_assignments(args.probe, "--probe"),
     )
 
 
@@ -278,6 +282,20 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
         "Delta_m (else by the mean validation loss)",
     )
     add(
+        "--delta-m-convention",
+        choices=("study", "elich"),
+        help="the Delta_m of the best epoch with --reference: study (default; higher is "
+        "better) or elich (Elich et al.'s flat mean of drops; lower is better)",
+    )
+    add(
+        "--probe",
+        nargs="*",
+        metavar="NAME=VALUE",
+        help="record gradient probes per epoch (smto.train.probes): --probe alone for the "
+        "defaults (the main study's cosine every 100 iterations, Elich et al.'s pairs every "
+        "5), or settings such as --probe pairs_every=10 cosine_every=None samples=4",
+    )
+    add(
         "--divergence-factor",
         type=float,
         metavar="F",
@@ -348,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_commands(sub)
     evaluation_commands(sub)
     sweep_commands(sub)
+    toy_commands(sub)
+    reproduce_command(sub)
     return parser
 
 

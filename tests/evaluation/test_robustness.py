@@ -73,8 +73,8 @@ def test_a_task_without_a_single_task_run_is_nan_and_absolute_scores_are_means()
     assert absolute.loc["unit_scal", "S/miou"] == pytest.approx((0.4 + 0.3 + 0.2 + 0.3) / 4)
     assert absolute.loc["STL", "D/abs_err"] == pytest.approx(0.15)
     tables = R.robustness_tables(R.scores_frame(hand_results(), METRICS), METRICS)
-    assert [t.name for t in tables] == [
-        "robustness_relative", "robustness_relative_by_corruption", "robustness_absolute"]  # fmt: skip
+    names = ["robustness_relative", "robustness_relative_by_corruption", "robustness_absolute"]
+    assert [t.name for t in tables] == names
     assert "| unit_scal: fog |" in tables[1].markdown()
     assert tables[2].higher_is_better == {"S/miou": True, "D/abs_err": False}
 
@@ -209,7 +209,8 @@ def test_an_image_problem_reads_replaced_images_for_one_split_only(env):
     assert torch.allclose(batch.inputs, batch.inputs[:1].expand_as(batch.inputs))  # all black
     assert torch.equal(batch.targets["Smiling"], clean.targets["Smiling"])
     assert np.array_equal(problem.split_images("test"), images), "the original changed"
-    assert torch.equal(next(copy.batches("val", 100)).inputs, next(problem.batches("val", 100)).inputs)
+    val = next(problem.batches("val", 100)).inputs
+    assert torch.equal(next(copy.batches("val", 100)).inputs, val)
     with pytest.raises(ConfigError, match="shape"):
         problem.with_split_images("test", dark[:1])
     with pytest.raises(ConfigError, match="uint8"):

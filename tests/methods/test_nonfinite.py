@@ -10,7 +10,7 @@ import torch
 
 import smto
 from conftest import TinyMTL, tiny_batch, tiny_losses
-from smto.capabilities import head_inputs_of
+from smto.capabilities import HeadTargets, head_inputs_of
 from smto.errors import NonFiniteError
 
 ALL_METHODS = smto.available()
@@ -51,7 +51,10 @@ def test_a_non_finite_loss_is_named(name: str, value: float) -> None:
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf])
-@pytest.mark.parametrize("name", ALL_METHODS)
+@pytest.mark.parametrize(
+    "name",  # HeadTargets methods (BayesAgg-MTL) need a problem's heads and targets
+    [n for n in ALL_METHODS if not issubclass(smto.spec(n).cls, HeadTargets)],
+)
 def test_a_non_finite_task_gradient_is_named(name: str, value: float) -> None:
     model, method = _setup(name)
     _poison_head_gradient(model, value)

@@ -62,7 +62,10 @@ def tiny_cl_rr() -> MultiMNIST:
     return MultiMNIST("CL_RR", data_dir=_data_dir(), limits=(512, 200, 200))
 
 
-@pytest.mark.parametrize("name", smto.available())
+@pytest.mark.parametrize(
+    "name",  # BayesAgg-MTL needs one-linear-layer heads, which the LeNet has not
+    [n for n in smto.available() if n != "bayesagg_mtl"],
+)
 def test_every_method_trains_an_epoch_on_multi_mnist(tiny_cl_rr, tmp_path, name):
     config = RunConfig(
         tasks="CL_RR", method=name, epochs=1, batch_size=128,

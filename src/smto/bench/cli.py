@@ -19,14 +19,16 @@ WORKLOAD_NAMES = (
     "deeplab-r18",
     "deeplab-r50",
     "celeba-r18",
+    "nyuv2-segnet",
+    "nyuv2-deeplab-r50",
 )
 """The step benchmark's models (smto.bench.step.WORKLOADS, named here to keep torch out of
 building the parser)."""
 
 DEFAULT_WORKLOADS = ("lenet", "lenet4", "heavy_heads", "mpnn")
 """What ``--model all`` runs: every model but ``mpnn_pyg`` (the PyG-layer reference of the
-MPNN, for comparing the two implementations; it needs the ``graph`` extra) and the DeepLab
-models (seconds per step on a CPU)."""
+MPNN, for comparing the two implementations; it needs the ``graph`` extra) and the image
+models of Cityscapes, CelebA and NYUv2 (seconds per step on a CPU)."""
 
 DATA_HELP = (
     "directory holding the datasets (e.g. mnist/ with the four IDX .gz files); default: the "
@@ -54,8 +56,11 @@ def _cmd_step(args: argparse.Namespace) -> int:
     timings = []
     for model in selected_workloads(args.model):
         mpnn, deeplab = model.startswith("mpnn"), model.startswith("deeplab")
-        celeba = model.startswith("celeba")
-        if deeplab:
+        celeba, nyuv2 = model.startswith("celeba"), model.startswith("nyuv2")
+        if nyuv2:
+            shape = tuple(args.nyuv2_shape)
+            workload = WORKLOADS[model](args.nyuv2_batch_size, args.device, shape=shape)
+        elif deeplab:
             shape = tuple(args.deeplab_shape)
             workload = WORKLOADS[model](args.deeplab_batch_size, args.device, shape=shape)
         elif celeba:
@@ -63,7 +68,8 @@ def _cmd_step(args: argparse.Namespace) -> int:
         else:
             batch_size = args.mpnn_batch_size if mpnn else args.batch_size
             workload = WORKLOADS[model](batch_size, args.device)
-        repeats = args.repeats if args.repeats else (3 if mpnn or deeplab or celeba else 20)
+        heavy = mpnn or deeplab or celeba or nyuv2
+        repeats = args.repeats if args.repeats else (3 if heavy else 20)
         timings += run_benchmark(
             workload,
             methods,
@@ -71,7 +77,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
             args.warmup,
             args.device,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
-            peers=args.peers == "torchjd",
+            peers={"none": (), "both": ("torchjd", "libmtl")}.get(args.peers, (args.peers,)),
             floor={"both": ("sequential", "batched"), "none": ()}.get(args.floor, (args.floor,)),
         )
     print(format_table(timings))
@@ -86,6 +92,20 @@ def _cmd_epoch(args: argparse.Namespace) -> int:
     from smto.bench.epoch import epoch_benchmark
 
     print(epoch_benchmark(args.data_dir, args.repeats).format())
+    return 0
+
+
+def _cmd_vectorized(args: argparse.Namespace) -> int:
+    from smto.bench.vectorized import threads, vectorized_benchmark
+
+    timings = vectorized_benchmark(
+        args.methods, args.runs, args.epochs, args.batch_size, tuple(args.limits),
+        data_dir=args.data_dir,
+    )  # fmt: skip
+    print(f"Multi-MNIST CL_RR, batch {args.batch_size}, limits {args.limits}, torch threads "
+          f"{threads()}")  # fmt: skip
+    for timing in timings:
+        print(timing.format())
     return 0
 
 
@@ -110,7 +130,9 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         "(K = 11), the fast dense encoder; mpnn_pyg: the same MPNN built from PyG layers (needs "
         "the graph extra); deeplab-r18, deeplab-r50: Cityscapes S_D_I (K = 3) on the dilated "
         "ResNet-18/50 with DeepLab heads; celeba-r18: CelebA's 40 attributes (K = 40) on a "
-        "ResNet-18 with linear heads, 64 x 64 images; all (default): lenet, lenet4, "
+        "ResNet-18 with linear heads, 64 x 64 images; nyuv2-segnet, nyuv2-deeplab-r50: NYUv2 "
+        "S_D_N (K = 3) on MTAN's SegNet or the dilated ResNet-50 with DeepLab heads; all "
+        "(default): lenet, lenet4, "
         "heavy_heads, mpnn",
     )
     step.add_argument("--methods", nargs="+", help="method names (default: all registered)")
@@ -137,6 +159,21 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
         help="images per batch of celeba-r18 (the study uses 512; 64 keeps CPU runs short)",
     )
     step.add_argument(
+        "--nyuv2-batch-size",
+        type=int,
+        default=2,
+        help="images per batch of nyuv2-segnet and nyuv2-deeplab-r50 (Elich et al. use 8)",
+    )
+    step.add_argument(
+        "--nyuv2-shape",
+        type=int,
+        nargs=2,
+        default=(384, 288),
+        metavar=("WIDTH", "HEIGHT"),
+        help="image size of the NYUv2 models (default NYUv2's 384 288; SegNet needs multiples "
+        "of 32)",
+    )
+    step.add_argument(
         "--deeplab-shape",
         type=int,
         nargs=2,
@@ -161,9 +198,11 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     step.add_argument(
         "--peers",
-        choices=("none", "torchjd"),
+        choices=("none", "torchjd", "libmtl", "both"),
         default="none",
-        help="also time torchjd's aggregator of each method that torchjd has, in the same step",
+        help="also time torchjd's aggregator and/or LibMTL's weighting (LibMTL 1.1.5, installed "
+        "with pip install --no-deps LibMTL==1.1.5) of each method the peer library has, in the "
+        "same step",
     )
     step.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     step.set_defaults(func=_cmd_step)
@@ -174,6 +213,21 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     epoch.add_argument("--data-dir", help=DATA_HELP)
     epoch.add_argument("--repeats", type=int, default=3, help="epochs of each loop (medians)")
     epoch.set_defaults(func=_cmd_epoch)
+    vectorized = bench_sub.add_parser(
+        "vectorized",
+        help="S Multi-MNIST LeNet runs as one vectorized model vs S separate runs",
+        description="Epochs per second of all runs together, separate (the engine) and "
+        "vectorized (smto.train.vectorized), and how far their recorded numbers are apart.",
+    )
+    vectorized.add_argument("--methods", nargs="+", default=["unit_scal", "mgda"])
+    vectorized.add_argument("--runs", type=int, default=10, help="S, the seeds 0..S-1")
+    vectorized.add_argument("--epochs", type=int, default=1)
+    vectorized.add_argument("--batch-size", type=int, default=256)
+    vectorized.add_argument(
+        "--limits", type=int, nargs=3, default=[3000, 500, 500], help="train, val, test images"
+    )
+    vectorized.add_argument("--data-dir", help=DATA_HELP)
+    vectorized.set_defaults(func=_cmd_vectorized)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,5 @@
-"""The evaluation commands (``smto report``, ``smto progression``, ``smto fixed-weights``)."""
+"""The evaluation commands (``smto report``, ``smto progression``, ``smto fixed-weights``,
+``smto optimizer-study``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from smto.errors import ConfigError
+from smto.problems.delta_m import CONVENTIONS
 
 
 def _reference(args: argparse.Namespace):
@@ -33,6 +35,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         beta=args.beta,
         pairwise=args.pairwise,
         figures=not args.no_figures,
+        convention=args.delta_m_convention,
     )
     failed = {r.name: r.failed_runs for r in report.results if r.failed_runs}
     if args.json:
@@ -90,9 +93,9 @@ def _cmd_progression(args: argparse.Namespace) -> int:
 
 def _cmd_fixed_weights(args: argparse.Namespace) -> int:
     from smto.evaluation.fixed_weights import (
-        chosen_runs,
         extract_fixed_weights,
         fixed_weights_config,
+        source_runs,
     )
     from smto.evaluation.report import auto_reference, load_records, problem_options_of
     from smto.problems import parse_tasks
@@ -107,23 +110,110 @@ def _cmd_fixed_weights(args: argparse.Namespace) -> int:
         except ValueError as error:  # only needed where the method has several configurations
             why = str(error)
     try:
-        runs = chosen_runs(records, args.problem, tasks, args.method, reference)
+        groups = source_runs(
+            records, args.problem, tasks, args.method, reference, args.source, args.source_lr,
+            args.delta_m_convention,
+        )  # fmt: skip
     except ValueError as error:
         raise ConfigError(f"{error}{f' ({why})' if why else ''}") from None
-    weights = extract_fixed_weights(runs, beta=args.beta, epochs=args.epochs)
-    print(json.dumps(weights.weights, indent=1))
-    print(f"from {len(runs)} run(s) of {weights.method}: {', '.join(weights.sources)}")
-    print(f"train with: smto train --method fixed --param 'weights={weights.as_list()}' ...")
-    if args.save:
-        weights.save(args.save)
-        print(f"saved to {args.save}")
+    sources = {}
+    for key, runs in groups.items():
+        weights = extract_fixed_weights(runs, beta=args.beta, epochs=args.epochs)
+        label = _source_label(runs[0].config, key, groups)
+        sources[label] = (weights, runs)
+        print(f"{label}: {json.dumps(weights.weights)}" if len(groups) > 1 else
+              json.dumps(weights.weights, indent=1))  # fmt: skip
+        print(f"from {len(runs)} run(s) of {weights.method}: {', '.join(weights.sources)}")
+        print(f"train with: smto train --method fixed --param 'weights={weights.as_list()}' ...")
+        if args.save:
+            path = Path(args.save)
+            if len(groups) > 1:
+                path = path.with_name(f"{path.stem}-{key}{path.suffix}")
+            weights.save(path)
+            print(f"saved to {path}")
     if args.train:
         from smto.train import train
 
-        for run in runs:
-            config = fixed_weights_config(run.config, weights)
-            record = train(config, args.runs_dir, data_dir=args.data_dir, progress=not args.quiet)
-            print(f"fixed-weights run {record.run_id}: {record.status}", file=sys.stderr)
+        for weights, runs in sources.values():
+            for run in runs:
+                config = fixed_weights_config(run.config, weights)
+                progress = not args.quiet
+                record = train(config, args.runs_dir, data_dir=args.data_dir, progress=progress)
+                print(f"fixed-weights run {record.run_id}: {record.status}", file=sys.stderr)
+    if args.figure:
+        _fixed_weights_figure(args, sources, reference, why)
+    return 0
+
+
+def _source_label(config: dict, key: str, groups: dict) -> str:
+    """The label "lr=<lr>" where the sources' learning rates tell them apart, else the key."""
+    lrs = [runs[0].config.get("lr") for runs in groups.values()]
+    return f"lr={config.get('lr'):g}" if len(set(lrs)) == len(lrs) else key
+
+
+def _fixed_weights_figure(args: argparse.Namespace, sources: dict, reference, why: str) -> None:
+    from smto.evaluation.fixed_weights import fixed_weights_frame
+    from smto.evaluation.report import load_records
+    from smto.problems.delta_m import delta_m_label
+    from smto.report.fixed_weights_figure import fixed_weights_spread
+
+    if reference is None:
+        raise ConfigError(f"--figure needs the single-task reference{f' ({why})' if why else ''}")
+    frame = fixed_weights_frame(
+        load_records(args.runs_dir), sources, reference, args.delta_m_convention
+    )
+    out = Path(args.figure)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out.with_suffix(".csv"), index=False)
+    label = f"test {delta_m_label(args.delta_m_convention)} (%)"
+    files = fixed_weights_spread(frame, out, label=label)
+    print(f"figure: {', '.join(map(str, files))} (rows: {out.with_suffix('.csv')})")
+
+
+def _cmd_optimizer_study(args: argparse.Namespace) -> int:
+    from smto.evaluation.optimizer_report import write_optimizer_study
+    from smto.evaluation.report import FORMATS
+
+    out = args.out or Path(args.runs_dir) / "optimizer-study"
+    report = write_optimizer_study(
+        args.runs_dir,
+        out,
+        problem=args.problem,
+        tasks=args.tasks,
+        reference=_reference(args),
+        convention=args.convention,
+        split=args.split,
+        fmt=args.format,
+        first=args.first,
+        second=args.second,
+        figures=not args.no_figures,
+    )
+    study = report.study
+    if args.json:
+        tables = [
+            {
+                "name": t.name,
+                "caption": t.caption,
+                "rows": [
+                    {"row": label, **row}
+                    for label, row in zip(t.frame.index, t.frame.to_dict(orient="records"))
+                ],
+            }
+            for t in report.tables
+        ]
+        files = [str(f) for f in report.files]
+        print(json.dumps({"tables": tables, "files": files}, indent=1, default=str))
+        return 0
+    print(
+        f"{study.problem} {study.tasks}: {len(study.configurations)} configurations, Pareto "
+        f"front on {study.split}, Delta_m convention {study.convention}\n"
+    )
+    for table in report.tables:
+        print(f"{table.caption}\n\n{table.markdown()}")
+    figures = [p.stem for p in report.files if p.suffix == ".png"]
+    print(f"wrote {len(report.tables)} tables ({FORMATS[args.format]}, .csv) to {out}")
+    if figures:
+        print(f"figures: {', '.join(figures)}")
     return 0
 
 
@@ -138,6 +228,61 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
         help="a saved single-task reference (JSON, as `smto report` writes it); default: built "
         "from the single-task runs in RUNS_DIR with the same problem options",
     )
+    add(
+        "--delta-m-convention",
+        choices=CONVENTIONS,
+        help="Delta_m of the configuration choice and the tables: study (per-task mean of "
+        "gains, higher is better) or elich (Elich et al.'s flat mean of drops, lower is "
+        "better); default: the one the runs chose their best epochs by",
+    )
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from smto.data.corruptions import CORRUPTIONS, GROUPS, SEVERITIES
+    from smto.evaluation.robustness import (
+        RobustnessSettings,
+        chosen_runs,
+        robustness_of_runs,
+        robustness_tables,
+        scores_frame,
+    )
+    from smto.evaluation.selection import task_metrics
+    from smto.train.records import find_runs
+
+    names: list[str] = []
+    for item in args.corruptions or ["all"]:
+        names += CORRUPTIONS if item == "all" else GROUPS.get(item, (item,))
+    settings = RobustnessSettings(
+        corruptions=tuple(dict.fromkeys(names)),
+        severities=tuple(args.severities or SEVERITIES),
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    directories = find_runs(args.runs_dir)
+    if not directories:
+        raise ConfigError(f"no run records (record.json) under {args.runs_dir}")
+    directories = chosen_runs(directories, _reference(args))
+    results = robustness_of_runs(directories, settings, args.data_dir, args.device)
+    problems = {r.config["problem"] for r in results}
+    if len(problems) != 1:
+        raise ConfigError(f"robustness compares runs of one problem, found {sorted(problems)}")
+    tasks = list(dict.fromkeys(t for r in results for t in r.tasks))
+    metrics = task_metrics(problems.pop(), tasks)
+    scores = scores_frame(results, metrics)
+    out = Path(args.out or Path(args.runs_dir) / f"robustness-{settings.key()}")
+    out.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(out / "scores.csv", index=False)
+    for table in robustness_tables(scores, metrics):
+        table.frame.to_csv(out / f"{table.name}.csv")
+        (out / f"{table.name}.md").write_text(table.markdown())
+        (out / f"{table.name}.tex").write_text(table.latex())
+        print(f"{table.caption}\n\n{table.markdown()}")
+    diverged = [r.run_id for r in results if r.status == "diverged"]
+    if diverged:
+        print(f"diverged while fine-tuning, left out: {diverged}")
+    print(f"wrote scores.csv and 3 tables (.csv, .md, .tex) to {out}")
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -227,8 +372,118 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="all",
         help="all epochs (the study) or those up to each run's best epoch (%(default)s)",
     )
-    fixed.add_argument("--save", metavar="FILE", help="write the weights as JSON")
+    fixed.add_argument(
+        "--source",
+        choices=("best", "all"),
+        default="best",
+        help="extract from the chosen configuration (best) or from each of the method's "
+        "grid (all: the study's Fig. 5); default %(default)s",
+    )
+    fixed.add_argument(
+        "--source-lr",
+        type=float,
+        metavar="LR",
+        help="extract from the configuration(s) of this learning rate instead (e.g. a stable "
+        "non-optimal one, as the study does on QM9)",
+    )
+    fixed.add_argument(
+        "--figure",
+        metavar="OUT",
+        help="draw the spread of the fixed-weights runs' test Delta_m per source beside each "
+        "source's own (OUT.png, OUT.pdf, and the rows as OUT.csv)",
+    )
+    fixed.add_argument(
+        "--save", metavar="FILE", help="write the weights as JSON (several sources: FILE-KEY)"
+    )
     fixed.add_argument("--train", action="store_true", help="train fixed-weights runs with them")
     fixed.add_argument("--data-dir", help="dataset directory for --train (default SMTO_DATA)")
     fixed.add_argument("--quiet", action="store_true", help="no progress bar when training")
     fixed.set_defaults(func=_cmd_fixed_weights)
+
+    study = sub.add_parser(
+        "optimizer-study",
+        help="Elich et al.'s optimizer study: Pareto counts and the best run per method and "
+        "optimizer",
+        description="Over the multi-task runs of a sweep (methods x optimizers x learning "
+        "rates; a configuration's values are the means over its seeds), the configurations "
+        "on the Pareto front of all metrics (PO (full)) and those no configuration of another "
+        "optimizer dominates (PO w.r.t. ...), counted per optimizer (Elich et al.'s Table 2) "
+        "and per method (Table A2); the best configuration per method and optimizer by mean "
+        "validation Delta_m (Tables A4-A7); the parallel-coordinates figure (Figs. 2, A4) and "
+        "the best Delta_m of FIRST against SECOND per method (Fig. A3). Prints the tables.",
+    )
+    add = study.add_argument
+    add("runs_dir", metavar="RUNS_DIR", help="directory searched for run records (record.json)")
+    add("--problem", help="the problem (default: the reference's, or the only one of the runs)")
+    add("--tasks", help="the multi-task set, e.g. CL_RR (default: the only one of the runs)")
+    add(
+        "--reference",
+        metavar="FILE",
+        help="a saved single-task reference (JSON, as `smto report` writes it); default: built "
+        "from the single-task runs in RUNS_DIR with the same problem options",
+    )
+    add(
+        "--delta-m-convention",
+        dest="convention",
+        choices=("elich", "study"),
+        default="elich",
+        help="Delta_m of the choice of the best configuration and of the tables: elich (Elich "
+        "et al.'s flat mean of drops, lower is better; the default) or study (the main "
+        "study's per-task mean of gains, higher is better)",
+    )
+    add(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="the metrics the Pareto front is taken on (default %(default)s: Elich et al. "
+        "report test values at the epoch of best validation Delta_m)",
+    )
+    add("--first", default="adam", help="the optimizer of Fig. A3's first bars (%(default)s)")
+    add("--second", default="sgd", help="the optimizer it is paired with (%(default)s)")
+    add(
+        "--format",
+        choices=("latex", "markdown"),
+        default="markdown",
+        help="format of the table files (default %(default)s; CSV is always written)",
+    )
+    add("--out", help="output directory (default RUNS_DIR/optimizer-study)")
+    add("--no-figures", action="store_true", help="tables only")
+    add("--json", action="store_true", help="print the tables as JSON instead of Markdown")
+    study.set_defaults(func=_cmd_optimizer_study)
+
+    robustness = sub.add_parser(
+        "robustness",
+        help="multi-task vs single-task features on corrupted images (Elich et al., App. A6)",
+        description="For each completed run under RUNS_DIR (multi-task and single-task runs "
+        "of one image problem: point it at the chosen configurations' runs): freeze the "
+        "backbone of its best model, fine-tune the heads on randomly corrupted training "
+        "images, evaluate on the test set under every corruption and severity, and score "
+        "with Elich et al.'s Eq. 26 (s (r_MTL - r_STL), positive where the multi-task "
+        "features lost less). Results are kept in each run directory, so it resumes.",
+    )
+    robustness.add_argument("runs_dir", metavar="RUNS_DIR")
+    robustness.add_argument(
+        "--corruptions",
+        nargs="+",
+        metavar="C",
+        help="corruption names or groups (noise, blur, weather, digital, extra, all); "
+        "default all = ImageNet-C's 15",
+    )
+    robustness.add_argument(
+        "--severities", nargs="+", type=int, metavar="S", help="default 1 2 3 4 5"
+    )
+    robustness.add_argument(
+        "--epochs", type=int, default=10, help="fine-tuning epochs of the heads (%(default)s)"
+    )
+    robustness.add_argument("--lr", type=float, help="the heads' lr (default: each run's)")
+    robustness.add_argument("--seed", type=int, default=0, help="of the corruptions (%(default)s)")
+    robustness.add_argument(
+        "--reference",
+        metavar="REF.json",
+        help="the single-task reference: chooses each method's configuration (and each "
+        "task's single-task runs) where RUNS_DIR holds several, as smto report does",
+    )
+    robustness.add_argument("--data-dir", help="dataset directory (default SMTO_DATA)")
+    robustness.add_argument("--device", default="cpu", help="(%(default)s)")
+    robustness.add_argument("--out", help="output directory (default RUNS_DIR/robustness-<key>)")
+    robustness.set_defaults(func=_cmd_robustness)

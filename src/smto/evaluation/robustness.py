@@ -43,10 +43,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from smto import registry
+from smto._optional import require
 from smto.capabilities import HeadInputs
 from smto.data import corruptions as imagenet_c
 from smto.data import paths
@@ -61,6 +61,8 @@ from smto.report.tables import Table
 from smto.train import RunConfig
 from smto.train.evaluate import Metrics, evaluate_split
 from smto.train.records import BEST_MODEL, atomic_write, atomic_write_text, load_run
+
+pd = require("pandas", "bench", "smto.evaluation.robustness")
 
 FORMAT_VERSION = 1
 """Of the result files (and of what they hold)."""

@@ -2,6 +2,7 @@
 
 from smto.methods.aligned_mtl import AlignedMTL
 from smto.methods.auto_lambda import AutoLambda
+from smto.methods.bayesagg_mtl import BayesAggMTL
 from smto.methods.cagrad import CAGrad
 from smto.methods.cdtt import CDTT
 from smto.methods.config import ConFIG
@@ -81,6 +82,7 @@ register("cr_mogm", CRMOGM, aliases=("crmogm",))
 register("moco", MoCo)
 register("go4align", GO4Align, aliases=("group_optimization",))
 register("dtp", DTP, aliases=("dynamic_task_prioritization",))
+register("bayesagg_mtl", BayesAggMTL, aliases=("bayesagg",))
 
 
 __all__ = [

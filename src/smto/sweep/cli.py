@@ -13,7 +13,6 @@ from smto.errors import ConfigError
 
 if TYPE_CHECKING:
     from smto.sweep.budget import SweepBudget
-    from smto.sweep.spec import Sweep
 
 MAX_LISTED = 8
 
@@ -35,17 +34,30 @@ def _settings(args: argparse.Namespace):
 def _cmd_run(args: argparse.Namespace) -> int:
     """Exit status 1 when runs failed for good (listed on stderr with their reasons)."""
     from smto.sweep.budget import format_budget, sweep_budget
-    from smto.sweep.driver import run_sweep
-    from smto.sweep.study import SweepStudy
+    from smto.sweep.driver import run_sweeps
+    from smto.sweep.pool import run_with_workers
+    from smto.sweep.spec import load_sweep
 
-    study = run_sweep(
-        args.file, args.storage, args.root, _settings(args), progress=not args.no_progress
-    )
-    print(format_budget(sweep_budget(study)))
-    references = _references(study.sweep, args.root)
-    studies = [SweepStudy(study.storage, s.name, s.root) for s in references]
+    progress = not args.no_progress
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers == 1:
+        if args.threads is not None:
+            from smto.sweep.threads import use_threads
+
+            use_threads(args.threads)
+        queue = run_sweeps(args.files, args.storage, args.root, _settings(args), progress)
+    else:
+        queue = run_with_workers(
+            args.files, args.workers, args.storage, args.root, _settings(args), args.threads,
+            progress,
+        )  # fmt: skip
+    given = {load_sweep(path, args.root).name for path in args.files}
     failed = 0
-    for each in [*studies, study]:
+    for name in queue.names:
+        each = queue.studies[name]
+        if name in given:
+            print(format_budget(sweep_budget(each)))
         failures = each.failures(each.states())
         failed += len(failures)
         if failures:
@@ -53,21 +65,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if failed:
         print(
             f"smto: {failed} run(s) failed for good (reasons above; `smto sweep status "
-            f"{args.file}` lists them again)",
+            f"{' '.join(args.files)}` lists them again)",
             file=sys.stderr,
         )
     return 1 if failed else 0
-
-
-def _references(sweep: Sweep, root: str | None) -> list[Sweep]:
-    """The reference sweeps ``sweep`` builds on (theirs first), as ``run`` loads them."""
-    from smto.sweep.spec import load_sweep
-
-    found = []
-    for path in sweep.reference_sweeps:
-        referenced = load_sweep(path, root)
-        found += [*_references(referenced, root), referenced]
-    return found
 
 
 def _format_failures(name: str, failures: dict[str, str]) -> str:
@@ -82,7 +83,10 @@ def _format_failures(name: str, failures: dict[str, str]) -> str:
 def _cmd_work(args: argparse.Namespace) -> int:
     from smto.sweep.driver import work
 
-    ran = work(args.storage, args.sweep or (), _settings(args), args.idle_timeout, root=args.root)
+    ran = work(
+        args.storage, args.sweep or (), _settings(args), args.idle_timeout, root=args.root,
+        threads=args.threads,
+    )  # fmt: skip
     print(f"worker done: ran {ran} trial(s)")
     return 0
 
@@ -215,6 +219,14 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, metavar="T",
+        help="torch threads per worker (default: the cores split evenly between the workers "
+        "this command starts; for `work`, torch's default)",
+    )  # fmt: skip
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Adds the sweep subcommands to the ``smto`` parser."""
     sweep = sub.add_parser(
@@ -235,10 +247,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "listing them with their reasons. Other machines can join with "
         "`smto sweep work --storage URL --root DIR`.",
     )
-    run.add_argument("file", metavar="FILE", help="the sweep file (TOML)")
+    run.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="sweep files (TOML), queued together: each after its reference sweeps, the others "
+        "at once",
+    )  # fmt: skip
     run.add_argument("--storage", help=STORAGE_HELP)
-    run.add_argument("--root", help="run root directory (overrides the file's root)")
+    run.add_argument("--root", help="run root directory (overrides the files' root)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="local worker processes on the same storage (default %(default)s: this process "
+        "works; logs of N > 1 in ROOT/workers/)",
+    )  # fmt: skip
+    _threads_option(run)
     _worker_options(run)
     run.set_defaults(func=_guarded(_cmd_run))
 
@@ -262,6 +284,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="stop after S seconds without a trial to claim (default: wait until finished)",
     )
     _worker_options(work)
+    _threads_option(work)
     work.set_defaults(func=_guarded(_cmd_work))
 
     status = commands.add_parser(

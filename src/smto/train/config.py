@@ -15,10 +15,12 @@ from smto import registry
 from smto.errors import ConfigError
 from smto.method import LossMethod
 from smto.problems import parse_tasks, problem_class, problem_options
+from smto.problems.delta_m import check_convention
+from smto.train.probes import ProbeSpec
 
-_ADDED_LATER = ("divergence_factor", "step_size", "step_factor")
+_ADDED_LATER = ("divergence_factor", "step_size", "step_factor", "delta_m_convention", "probes")
 """Fields added after run ids were first published: left out of the id while at None."""
-OPTIMIZERS = ("adam", "sgd", "signsgd", "per_task_adam")
+OPTIMIZERS = ("adam", "sgd", "signsgd", "per_task_adam", "mtl_io")
 SCHEDULERS = ("exponential", "plateau", "step", "none")
 
 
@@ -66,10 +68,19 @@ class RunConfig:
     """Off by default. A run whose mean training or validation loss of a task exceeds this
     many times that of its first epoch ends as "diverged" (finite but absurd, e.g. an MSE of
     1e28); the study's sweeps set a generous factor."""
+    delta_m_convention: str | None = None
+    """How the best epoch's Delta_m is computed with a ``reference``: None (``"study"`` reads
+    as None) is the main study's (higher is better), "elich" Elich et al.'s flat mean of drops
+    (lower is better); see :mod:`smto.problems.delta_m`."""
+    probes: dict[str, Any] | None = None
+    """Off by default. Gradient probes recorded per epoch (``history[i]["probes"]``): a dict
+    of :class:`smto.train.probes.ProbeSpec`'s fields, ``{}`` for its defaults (the main
+    study's cosine every 100 iterations, Elich et al.'s pairs every 5). Probing leaves the
+    training's numbers unchanged but records more, so it is part of the run's id."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", "_".join(parse_tasks(self.tasks)))
-        for name in ("method_params", "problem_options", "reference"):
+        for name in ("method_params", "problem_options", "reference", "probes"):
             object.__setattr__(self, name, _as_json(name, getattr(self, name)))
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
@@ -94,6 +105,9 @@ class RunConfig:
                 f"got {self.divergence_factor!r}"
             )
         self._check_step_scheduler()
+        ProbeSpec.from_config(self.probes)
+        if check_convention(self.delta_m_convention) == "study":  # one spelling of the default
+            object.__setattr__(self, "delta_m_convention", None)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         cls = problem_class(self.problem)
@@ -121,6 +135,11 @@ class RunConfig:
             raise ConfigError(
                 f"per_task_adam needs a loss-based method (per-task gradients of its loss "
                 f"terms); {self.method!r} combines gradients itself"
+            )
+        if self.optimizer == "mtl_io" and not isinstance(method, LossMethod):
+            raise ConfigError(
+                f"mtl_io needs a loss-based method (it steps on one task's loss term at a "
+                f"time); {self.method!r} combines gradients itself"
             )
 
     def _check_step_scheduler(self) -> None:

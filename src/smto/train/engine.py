@@ -26,16 +26,23 @@ from torch import Tensor
 import smto
 from smto import registry
 from smto._optional import require
-from smto.capabilities import EpochEnd, ValidationStep, head_inputs_of, optimizer_groups
+from smto.capabilities import (
+    EpochEnd,
+    HeadTargets,
+    ValidationStep,
+    head_inputs_of,
+    optimizer_groups,
+)
 from smto.errors import ConfigError, DataError, RunStateError
 from smto.method import Method, RunContext
 from smto.models.base import SharedEncoderModel
-from smto.optim import PerTaskAdam, SignSGD
+from smto.optim import MTLIO, PerTaskAdam, SignSGD
 from smto.problems import Batch, Problem, create_problem, problem_options
-from smto.problems.delta_m import delta_m
+from smto.problems.delta_m import delta_m, delta_m_score
 from smto.train.checkpoint import load_checkpoint, save_checkpoint
 from smto.train.config import RunConfig, check_device
 from smto.train.lock import RunLock
+from smto.train.probes import GradientProbe, ProbeSpec
 from smto.train.records import BEST_MODEL, CHECKPOINT, RECORD, RunRecord, atomic_write, load_run
 from smto.train.step import Diverged, training_step
 
@@ -167,6 +174,7 @@ class _EpochSums:
     steps: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     info_steps: dict[str, int] = field(default_factory=dict)
+    probes: dict[str, Any] | None = None
 
     def add_info(self, info: dict[str, Any]) -> None:
         """Adds one step's method diagnostics (``StepResult.info``: floats or 0-d tensors)."""
@@ -189,16 +197,23 @@ class _Run:
         torch.manual_seed(config.seed)
         self.model: SharedEncoderModel = problem.make_model(config.dropout).to(self.device)
         self.method: Method = _make_method(config, problem, self.model).to(self.device)
+        if isinstance(self.method, HeadTargets):
+            heads = [self.model.heads[t] for t in problem.tasks]
+            self.method.bind_heads(heads, problem.loss_types())
         self.optimizer = _make_optimizer(config, self.model, self.method)
         self.scheduler = _make_scheduler(config, self.optimizer)
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.shared = list(self.model.shared_parameters())
         self.per_task = config.optimizer == "per_task_adam"
+        spec = ProbeSpec.from_config(config.probes)
+        self.probe = (
+            None if spec is None else GradientProbe(spec, self.model, problem.losses, config.seed)
+        )
         self.record = RunRecord(
             run_id=config.run_id(),
             config=config.to_dict(),
             smto_version=smto.__version__,
-            selection="delta_m" if config.reference else "mean_val_loss",
+            selection=_selection(config),
         )
         self.start_epoch = 0
         self._load_checkpoint()
@@ -264,6 +279,8 @@ class _Run:
         batches = problem.batches("train", self.config.batch_size, self.data_generator)
         for step, batch in enumerate(batches):
             batch = batch.to(self.device)
+            if self.probe is not None and self.probe.due(step):
+                self.probe.observe(epoch, step, batch.inputs, batch.targets)
             val = next(validation) if validation is not None else None
             try:
                 losses, result = training_step(
@@ -286,6 +303,8 @@ class _Run:
             sums.steps += 1
         if isinstance(method, EpochEnd):
             method.end_epoch()
+        if self.probe is not None:
+            sums.probes = self.probe.end_epoch()
         return sums
 
     def _validation_cycle(self, epoch: int) -> Iterator[Batch]:
@@ -328,6 +347,8 @@ class _Run:
             "lr": self.optimizer.param_groups[0]["lr"],
             "test": None,
         }
+        if sums.probes is not None:
+            entry["probes"] = sums.probes
         best = self.record.best_score
         improved = best is None or (
             math.isfinite(score) and (not math.isfinite(best) or score > best)
@@ -364,9 +385,12 @@ class _Run:
         return improved
 
     def _score(self, val: dict[str, dict[str, float]], val_loss: dict[str, float]) -> float:
-        """Higher is better: validation Delta_m, or minus the mean validation loss."""
+        """Higher is better: validation Delta_m (negated under Elich et al.'s convention, where
+        lower is better), or minus the mean validation loss."""
         if self.config.reference:
-            return delta_m(val, self.config.reference, self.problem.metrics())
+            convention = self.config.delta_m_convention
+            value = delta_m(val, self.config.reference, self.problem.metrics(), convention)
+            return delta_m_score(value, convention)
         return -sum(val_loss.values()) / len(val_loss)
 
     def _beyond_divergence_bound(self, entry: dict[str, Any]) -> str | None:
@@ -446,6 +470,14 @@ class _Run:
         self.start_epoch = state["epochs_done"]
 
 
+def _selection(config: RunConfig) -> str:
+    """What picks the best epoch: "delta_m" (the study's), "-delta_m_elich" (minus Elich et
+    al.'s, so that higher is better) or "mean_val_loss" without a reference."""
+    if not config.reference:
+        return "mean_val_loss"
+    return "-delta_m_elich" if config.delta_m_convention == "elich" else "delta_m"
+
+
 def _make_method(config: RunConfig, problem: Problem, model: SharedEncoderModel) -> Method:
     """The configured method, with the run's context (loss types, representation size,
     learning rate, weight decay) for the defaults a method derives from it."""
@@ -497,6 +529,12 @@ def _make_optimizer(
         for group in groups:
             group.pop("per_task", None)
         return SignSGD(groups, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "mtl_io":
+        for group in groups:
+            group.pop("per_task", None)
+        return MTLIO(
+            groups, n_tasks=method.n_tasks, lr=lr, momentum=config.momentum, weight_decay=wd
+        )
     return PerTaskAdam(groups, n_tasks=method.n_tasks, lr=lr, weight_decay=wd)
 
 

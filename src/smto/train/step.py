@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from smto.capabilities import PostStep, ValidationStep, head_inputs_of
+from smto.capabilities import HeadTargets, PostStep, ValidationStep, head_inputs_of
 from smto.errors import NonFiniteError
 from smto.method import LossMethod, Method, StepResult
 from smto.models.base import SharedEncoderModel
@@ -67,6 +67,10 @@ def training_step(
     losses = loss_fn(outputs, targets)
     if per_task_grads and not isinstance(method, LossMethod):
         raise ValueError("per-task gradients need a loss-based method")
+    if isinstance(method, HeadTargets):
+        if task_names is None or not isinstance(targets, Mapping):
+            raise ValueError(f"{method.display_name} needs the batch's targets by task name")
+        method.observe_targets([targets[t] for t in task_names])
     try:
         if per_task_grads:
             result = method.backward(losses, shared, features, per_task_grads=True)
