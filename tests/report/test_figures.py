@@ -95,6 +95,16 @@ def test_boxplot_without_the_baseline_has_no_dashed_line(per_run):
     assert not [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
 
 
+def test_the_delta_m_axes_name_the_convention(per_run):
+    study = figures._draw_delta_m_boxplot(per_run, "IMTL").axes[0].get_ylabel()
+    elich = figures._draw_delta_m_boxplot(per_run, "IMTL", "elich").axes[0].get_ylabel()
+    assert "Elich" not in study and "Delta_m" in study
+    assert "Elich" in elich and elich == figures.delta_m_axis_label("elich")
+    summary = pd.DataFrame({"method": ["A"], "mean": [1.0], "ci_low": [0.5], "ci_high": [2.0]})
+    label = figures._draw_errorbars(summary, "elich").axes[0].get_ylabel()
+    assert label.startswith(figures.delta_m_axis_label("elich"))
+
+
 def test_weights_raw_and_ema_by_hand(history, tmp_path):
     history.index = [0] * len(history)  # as after concatenating histories
     fig = figures._draw_weights(history, beta=0.75)

@@ -99,7 +99,7 @@ def test_parallel_coordinates_files_and_image(frame, tmp_path):
     from matplotlib.image import imread
 
     image = imread(png)[..., :3]
-    adam = np.array(to_rgba(figures._colors(["Adam", "SGD"])["Adam"])[:3])
+    adam = np.array(to_rgba(figures.color_map(["Adam", "SGD"])["Adam"])[:3])
     close = np.abs(image - adam).max(axis=2) < 0.05
     assert close.sum() > 200  # Adam's lines are drawn in Adam's colour
 

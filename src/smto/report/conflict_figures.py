@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from smto.errors import ConfigError
-from smto.report.figures import COLUMN_WIDTH, DPI, _figure, _require, _save, _style
+from smto.report.figures import (
+    COLUMN_WIDTH,
+    DPI,
+    figure_style,
+    new_figure,
+    require_columns,
+    save_figure,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,8 +69,8 @@ def conflicts_figure(
     A5). A family without values (inter-task pairs of a single-task run) is left out.
     Writes ``out.with_suffix(".png")`` and ``.pdf`` and returns both paths.
     """
-    with _style():
-        return _save(draw_conflicts(epochs, measures, averaged, title), out)
+    with figure_style():
+        return save_figure(draw_conflicts(epochs, measures, averaged, title), out)
 
 
 def draw_conflicts(
@@ -73,7 +80,7 @@ def draw_conflicts(
     title: str | None = None,
 ) -> Figure:
     """The figure of :func:`conflicts_figure`, unsaved."""
-    _require(epochs, ("epoch",), "epochs")
+    require_columns(epochs, ("epoch",), "epochs")
     if not measures:
         raise ConfigError("conflicts_figure needs at least one measure")
     suffix = "_averaged" if averaged else ""
@@ -85,7 +92,7 @@ def draw_conflicts(
     if all(curve is None for curve in curves.values()):
         wanted = [f"{PREFIX}<family>{suffix}.{m}.mean" for m in measures]
         raise ConfigError(f"epochs has no probe values to draw: it needs columns such as {wanted}")
-    fig = _figure(COLUMN_WIDTH)
+    fig = new_figure(COLUMN_WIDTH)
     fig.set_size_inches(COLUMN_WIDTH, ROW_HEIGHT * len(measures) + 0.4)
     fig.set_dpi(DPI)
     axes = fig.subplots(len(measures), 1, sharex=True, squeeze=False)[:, 0]
@@ -141,13 +148,13 @@ def cosine_gap_scatter(table: pd.DataFrame, out: Path) -> list[Path]:
 
     ``table`` has one row per problem with columns ``problem``, ``cosine`` and ``gap``.
     """
-    with _style():
-        return _save(draw_cosine_gap(table), out)
+    with figure_style():
+        return save_figure(draw_cosine_gap(table), out)
 
 
 def draw_cosine_gap(table: pd.DataFrame) -> Figure:
     """The figure of :func:`cosine_gap_scatter`, unsaved."""
-    _require(table, ("problem", "cosine", "gap"), "table")
+    require_columns(table, ("problem", "cosine", "gap"), "table")
     frame = table[["problem", "cosine", "gap"]].dropna()
     if frame.empty:
         raise ConfigError("cosine_gap_scatter needs at least one problem with a cosine and a gap")
@@ -155,7 +162,7 @@ def draw_cosine_gap(table: pd.DataFrame) -> Figure:
         repeated = sorted(map(str, frame["problem"][frame["problem"].duplicated()]))
         raise ConfigError(f"table has several rows of one problem: {repeated}")
     x, y = frame["cosine"].to_numpy(dtype=float), frame["gap"].to_numpy(dtype=float)
-    fig = _figure(COLUMN_WIDTH)
+    fig = new_figure(COLUMN_WIDTH)
     ax = fig.add_subplot()
     ax.scatter(x, y, s=14, color="tab:blue", zorder=3, gid="problems")
     for name, xi, yi in zip(frame["problem"], x, y):

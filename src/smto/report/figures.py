@@ -19,6 +19,7 @@ import numpy as np
 
 from smto._optional import require
 from smto.errors import ConfigError
+from smto.problems.delta_m import check_convention
 from smto.report.smoothing import ema
 
 if TYPE_CHECKING:
@@ -44,20 +45,33 @@ _STYLE = {
     "pdf.fonttype": 42,  # embed TrueType fonts, as publishers require
     "ps.fonttype": 42,
 }
-_DELTA_M_LABEL = r"test $\Delta_m$ (%)"
+_AXIS_LABELS = {"study": r"test $\Delta_m$ (%)", "elich": r"test $\Delta M$ (Elich et al.) (%)"}
+
+
+def delta_m_axis_label(convention: str | None = "study") -> str:
+    """The axis label of test Delta_m in ``convention`` (:mod:`smto.problems.delta_m`)."""
+    return _AXIS_LABELS[check_convention(convention)]
+
+
 _DELTA_M_QUANTITY = "delta_m"  # progression_frame's quantity of the Delta_m rows
 
 
-def delta_m_boxplot(per_run: pd.DataFrame, out: Path, baseline: str = "Unit. Scal.") -> list[Path]:
-    """One box of test Delta_m per method, with the baseline's median as a dashed line.
+def delta_m_boxplot(
+    per_run: pd.DataFrame,
+    out: Path,
+    baseline: str = "Unit. Scal.",
+    convention: str | None = "study",
+) -> list[Path]:
+    """One box of test Delta_m (in ``convention``) per method, with the baseline's median as
+    a dashed line.
 
     ``per_run`` has one row per run with columns ``method`` (display name) and ``delta_m``
     (%). Boxes follow the order of first appearance; every run is drawn as a point on its box.
     Writes ``out.with_suffix(".png")`` and ``.pdf`` and returns both paths.
     """
-    _require(per_run, ("method", "delta_m"), "per_run")
-    with _style():
-        return _save(_draw_delta_m_boxplot(per_run, baseline), out)
+    require_columns(per_run, ("method", "delta_m"), "per_run")
+    with figure_style():
+        return save_figure(_draw_delta_m_boxplot(per_run, baseline, convention), out)
 
 
 def weights_plot(history: pd.DataFrame, out: Path, beta: float = 0.9) -> list[Path]:
@@ -67,19 +81,23 @@ def weights_plot(history: pd.DataFrame, out: Path, beta: float = 0.9) -> list[Pa
     ``weights.<task>`` for one method. Each row is normalized to sum 1, the rows of an epoch are
     averaged over runs, and the EMA is m_0 = w_0, m_t = beta m_{t-1} + (1 - beta) w_t.
     """
-    _require(history, ("epoch", "run_id"), "history")
+    require_columns(history, ("epoch", "run_id"), "history")
     _weight_columns(history)
     if "method" in history.columns and history["method"].nunique() > 1:
         methods = sorted(map(str, history["method"].unique()))
         raise ConfigError(f"weights_plot draws one method; history holds {methods}")
     if not 0.0 <= beta < 1.0:
         raise ConfigError(f"beta must be in [0, 1), got {beta}")
-    with _style():
-        return _save(_draw_weights(history, beta), out)
+    with figure_style():
+        return save_figure(_draw_weights(history, beta), out)
 
 
 def results_with_weights(
-    per_run: pd.DataFrame, history: pd.DataFrame, out: Path, baseline: str = "Unit. Scal."
+    per_run: pd.DataFrame,
+    history: pd.DataFrame,
+    out: Path,
+    baseline: str = "Unit. Scal.",
+    convention: str | None = "study",
 ) -> list[Path]:
     """The study's "results with weights" figure for a two-task problem.
 
@@ -88,8 +106,8 @@ def results_with_weights(
     runs (so runs that favour opposite tasks do not cancel out). ``history`` has columns
     ``method``, ``run_id``, ``epoch`` and exactly two ``weights.<task>`` columns.
     """
-    _require(per_run, ("method", "delta_m"), "per_run")
-    _require(history, ("method", "run_id", "epoch"), "history")
+    require_columns(per_run, ("method", "delta_m"), "per_run")
+    require_columns(history, ("method", "run_id", "epoch"), "history")
     tasks = _weight_columns(history)
     if len(tasks) != 2:
         names = [c.removeprefix(WEIGHTS_PREFIX) for c in tasks]
@@ -97,26 +115,29 @@ def results_with_weights(
             f"results_with_weights needs a problem with exactly two tasks; history has "
             f"{len(tasks)} ({names}). Use weights_plot for each method instead."
         )
-    with _style():
-        return _save(_draw_results_with_weights(per_run, history, baseline), out)
+    with figure_style():
+        return save_figure(_draw_results_with_weights(per_run, history, baseline, convention), out)
 
 
-def delta_m_errorbars(summary: pd.DataFrame, out: Path) -> list[Path]:
-    """Mean test Delta_m per method with asymmetric error bars from ``ci_low`` to ``ci_high``.
+def delta_m_errorbars(
+    summary: pd.DataFrame, out: Path, convention: str | None = "study"
+) -> list[Path]:
+    """Mean test Delta_m (in ``convention``) per method with asymmetric error bars from
+    ``ci_low`` to ``ci_high``.
 
     ``summary`` has one row per method with columns ``method``, ``mean``, ``ci_low``,
     ``ci_high`` (%). A method whose interval is undefined (NaN, e.g. a single seed) is drawn
     without a bar. A solid grey line marks Delta_m = 0 (the single-task references).
     """
-    _require(summary, ("method", "mean", "ci_low", "ci_high"), "summary")
+    require_columns(summary, ("method", "mean", "ci_low", "ci_high"), "summary")
     bad = summary[(summary["ci_low"] > summary["mean"]) | (summary["ci_high"] < summary["mean"])]
     if len(bad):
         raise ConfigError(
             f"the interval [ci_low, ci_high] must contain the mean; it does not for "
             f"{list(map(str, bad['method']))}"
         )
-    with _style():
-        return _save(_draw_errorbars(summary), out)
+    with figure_style():
+        return save_figure(_draw_errorbars(summary, convention), out)
 
 
 def progression_plot(frame: pd.DataFrame, out: Path) -> list[Path]:
@@ -131,7 +152,7 @@ def progression_plot(frame: pd.DataFrame, out: Path) -> list[Path]:
     ``gain_se`` (NaN, e.g. a single seed) no bar. A solid grey line marks a gain of 0; the
     title reads "gain of <method> over <baseline>".
     """
-    _require(frame, ("step", "quantity", "method", "baseline", "gain", "gain_se"), "frame")
+    require_columns(frame, ("step", "quantity", "method", "baseline", "gain", "gain_se"), "frame")
     for column in ("method", "baseline"):
         if frame[column].nunique() != 1:
             raise ConfigError(
@@ -142,15 +163,17 @@ def progression_plot(frame: pd.DataFrame, out: Path) -> list[Path]:
     if len(repeated):
         pairs = sorted({(str(s), str(q)) for s, q in zip(repeated["step"], repeated["quantity"])})
         raise ConfigError(f"frame has several rows of one step and quantity: {pairs}")
-    with _style():
-        return _save(_draw_progression(frame), out)
+    with figure_style():
+        return save_figure(_draw_progression(frame), out)
 
 
-def _draw_delta_m_boxplot(per_run: pd.DataFrame, baseline: str) -> Figure:
-    methods = _ordered(per_run["method"])
-    fig = _figure(COLUMN_WIDTH)
+def _draw_delta_m_boxplot(
+    per_run: pd.DataFrame, baseline: str, convention: str | None = "study"
+) -> Figure:
+    methods = ordered(per_run["method"])
+    fig = new_figure(COLUMN_WIDTH)
     ax = fig.add_subplot()
-    _boxplot(ax, per_run, methods, _colors(methods), baseline)
+    _boxplot(ax, per_run, methods, color_map(methods), baseline, convention)
     return fig
 
 
@@ -160,8 +183,8 @@ def _draw_weights(history: pd.DataFrame, beta: float) -> Figure:
     history = history.reset_index(drop=True)  # concatenated histories repeat index labels
     columns = _weight_columns(history)
     means = _normalized(history, columns).groupby(history["epoch"]).mean().sort_index()
-    colors = _colors(columns)
-    fig = _figure(COLUMN_WIDTH)
+    colors = color_map(columns)
+    fig = new_figure(COLUMN_WIDTH)
     ax = fig.add_subplot()
     epochs = means.index.to_numpy()
     for column in columns:
@@ -182,13 +205,16 @@ def _draw_weights(history: pd.DataFrame, beta: float) -> Figure:
 
 
 def _draw_results_with_weights(
-    per_run: pd.DataFrame, history: pd.DataFrame, baseline: str
+    per_run: pd.DataFrame,
+    history: pd.DataFrame,
+    baseline: str,
+    convention: str | None = "study",
 ) -> Figure:
-    methods = _ordered(list(per_run["method"]) + list(history["method"]))
-    colors = _colors(methods)
-    fig = _figure(DOUBLE_WIDTH)
+    methods = ordered(list(per_run["method"]) + list(history["method"]))
+    colors = color_map(methods)
+    fig = new_figure(DOUBLE_WIDTH)
     box_ax, weight_ax = fig.subplots(1, 2)
-    _boxplot(box_ax, per_run, _ordered(per_run["method"]), colors, baseline)
+    _boxplot(box_ax, per_run, ordered(per_run["method"]), colors, baseline, convention)
     history = history.reset_index(drop=True)
     columns = _weight_columns(history)
     first = _normalized(history, columns)[columns[0]]
@@ -214,10 +240,10 @@ def _draw_results_with_weights(
     return fig
 
 
-def _draw_errorbars(summary: pd.DataFrame) -> Figure:
+def _draw_errorbars(summary: pd.DataFrame, convention: str | None = "study") -> Figure:
     methods = [str(m) for m in summary["method"]]
-    colors = _colors(_ordered(methods))
-    fig = _figure(COLUMN_WIDTH)
+    colors = color_map(ordered(methods))
+    fig = new_figure(COLUMN_WIDTH)
     ax = fig.add_subplot()
     ax.axhline(0.0, color="0.6", lw=0.6, zorder=0, gid="zero")
     mean = summary["mean"].to_numpy(dtype=float)
@@ -235,18 +261,18 @@ def _draw_errorbars(summary: pd.DataFrame) -> Figure:
             color=colors[method],
             gid=f"errorbar:{method}",
         )
-    _method_axis(ax, methods)
-    ax.set_ylabel(_DELTA_M_LABEL + ", mean and CI")
+    category_axis(ax, methods)
+    ax.set_ylabel(delta_m_axis_label(convention) + ", mean and CI")
     return fig
 
 
 def _draw_progression(frame: pd.DataFrame) -> Figure:
-    steps = _ordered(frame["step"])
-    quantities = _ordered(frame["quantity"])
+    steps = ordered(frame["step"])
+    quantities = ordered(frame["quantity"])
     tasks = [q for q in quantities if q != _DELTA_M_QUANTITY]
     series = [q for q in quantities if q == _DELTA_M_QUANTITY] + tasks  # Delta_m first
-    colors = {_DELTA_M_QUANTITY: "black", **_colors(tasks)}
-    fig = _figure(COLUMN_WIDTH)
+    colors = {_DELTA_M_QUANTITY: "black", **color_map(tasks)}
+    fig = new_figure(COLUMN_WIDTH)
     ax = fig.add_subplot()
     ax.axhline(0.0, color="0.6", lw=0.6, zorder=0, gid="zero")
     frame = frame.astype({"step": str, "quantity": str})
@@ -268,7 +294,7 @@ def _draw_progression(frame: pd.DataFrame) -> Figure:
             gid=f"gain:{quantity}",
             zorder=3 if thick else 2,
         )
-    _method_axis(ax, steps)
+    category_axis(ax, steps)
     ax.set_title(f"gain of {frame['method'].iloc[0]} over {frame['baseline'].iloc[0]}")
     ax.set_ylabel("gain (percentage points)")
     ax.legend(frameon=False, ncols=2 if len(series) > 3 else 1)
@@ -281,6 +307,7 @@ def _boxplot(
     methods: Sequence[str],
     colors: dict[str, Any],
     baseline: str,
+    convention: str | None,
 ) -> None:
     """Boxes (no fliers: every run is drawn as a point) and the baseline's median, dashed."""
     names = per_run["method"].astype(str)
@@ -305,11 +332,13 @@ def _boxplot(
     if baseline in methods:
         median = float(np.median(values[methods.index(baseline)]))
         ax.axhline(median, color="0.3", lw=0.8, ls="--", zorder=1, gid="baseline-median")
-    _method_axis(ax, methods)
-    ax.set_ylabel(_DELTA_M_LABEL)
+    category_axis(ax, methods)
+    ax.set_ylabel(delta_m_axis_label(convention))
 
 
-def _method_axis(ax: Axes, methods: Sequence[str]) -> None:
+def category_axis(ax: Axes, methods: Sequence[str]) -> None:
+    """Ticks 1..n labelled by ``methods`` (rotated beyond four), the x-axis of one-per-method
+    figures."""
     ax.set_xticks(np.arange(1, len(methods) + 1), labels=list(methods))
     ax.set_xlim(0.4, len(methods) + 0.6)
     if len(methods) > 4:
@@ -340,7 +369,8 @@ def _weight_columns(history: pd.DataFrame) -> list[str]:
     return columns
 
 
-def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    """A ConfigError naming what ``frame`` (called ``name``) lacks of ``columns``."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ConfigError(
@@ -361,11 +391,12 @@ def _math_name(name: str) -> str:
     return rf"\mathrm{{{escaped}}}"
 
 
-def _ordered(values: Sequence[Any] | pd.Series) -> list[str]:
+def ordered(values: Sequence[Any] | pd.Series) -> list[str]:
+    """The distinct values as strings, in order of first appearance."""
     return list(dict.fromkeys(str(v) for v in values))
 
 
-def _colors(keys: Sequence[str]) -> dict[str, Any]:
+def color_map(keys: Sequence[str]) -> dict[str, Any]:
     """One colour per key, in order: tab10 up to 10 keys; beyond, tab20's dark shades first.
 
     Beyond 20 keys the colours repeat.
@@ -380,7 +411,8 @@ def _colors(keys: Sequence[str]) -> dict[str, Any]:
     return {key: palette[i % len(palette)] for i, key in enumerate(keys)}
 
 
-def _figure(width: float) -> Figure:
+def new_figure(width: float) -> Figure:
+    """A figure ``width`` inches wide on its own Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -389,7 +421,8 @@ def _figure(width: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, out: Path) -> list[Path]:
+def save_figure(fig: Figure, out: Path) -> list[Path]:
+    """Writes ``out`` as .png and .pdf and returns both paths."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
@@ -399,7 +432,7 @@ def _save(fig: Figure, out: Path) -> list[Path]:
 
 
 @contextmanager
-def _style() -> Iterator[None]:
+def figure_style() -> Iterator[None]:
     """The report's font sizes, set for one figure only (the global rcParams stay untouched)."""
     matplotlib = require("matplotlib", "plots", "smto.report.figures")
     with matplotlib.rc_context(_STYLE):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from smto.errors import ConfigError
-from smto.report.figures import COLUMN_WIDTH, _figure, _require, _save, _style
+from smto.report.figures import COLUMN_WIDTH, figure_style, new_figure, require_columns, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,19 +33,19 @@ def fixed_weights_spread(
     "lr=0.001"), ``kind`` (:data:`KINDS`) and ``delta_m``; ``label`` names the y axis (the
     Delta_m convention). Writes ``out`` as PNG and PDF and returns both paths.
     """
-    _require(frame, ("source", "kind", "delta_m"), "frame")
+    require_columns(frame, ("source", "kind", "delta_m"), "frame")
     kinds = sorted(set(map(str, frame["kind"])) - set(KINDS))
     if kinds:
         raise ConfigError(f"unknown kind(s) {kinds}; rows are of kind {', '.join(KINDS)}")
     if not (frame["kind"] == "fixed").any():
         raise ConfigError("no fixed-weights runs to draw (no row of kind 'fixed')")
-    with _style():
-        return _save(_draw(frame, label), out)
+    with figure_style():
+        return save_figure(_draw(frame, label), out)
 
 
 def _draw(frame: pd.DataFrame, label: str) -> Figure:
     sources = list(dict.fromkeys(map(str, frame["source"])))
-    fig = _figure(COLUMN_WIDTH)
+    fig = new_figure(COLUMN_WIDTH)
     ax = fig.add_subplot()
     names = frame["source"].astype(str)
     for i, source in enumerate(sources, start=1):

@@ -24,13 +24,13 @@ from smto.errors import ConfigError
 from smto.report.figures import (
     COLUMN_WIDTH,
     DOUBLE_WIDTH,
-    _colors,
-    _figure,
-    _method_axis,
-    _ordered,
-    _require,
-    _save,
-    _style,
+    category_axis,
+    color_map,
+    figure_style,
+    new_figure,
+    ordered,
+    require_columns,
+    save_figure,
 )
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def draw_parallel_coordinates(
     frame: pd.DataFrame, axes: Sequence[Axis], title: str | None = None
 ) -> Figure:
     """The parallel-coordinates figure (see :func:`parallel_coordinates`), not saved."""
-    _require(frame, ("optimizer", "pareto", *(column for column, _, _ in axes)), "frame")
+    require_columns(frame, ("optimizer", "pareto", *(column for column, _, _ in axes)), "frame")
     if len(axes) < 2:
         raise ConfigError(
             f"a parallel-coordinates figure needs two metrics or more, got {len(axes)}"
@@ -64,7 +64,7 @@ def draw_parallel_coordinates(
     if not drawn.any():
         raise ConfigError("no configuration has a finite value to draw")
     normalized = np.full_like(values, np.nan)
-    fig = _figure(DOUBLE_WIDTH)
+    fig = new_figure(DOUBLE_WIDTH)
     ax = fig.add_subplot()
     x = np.arange(len(axes))
     for j, (_, label, higher) in enumerate(axes):
@@ -78,8 +78,8 @@ def draw_parallel_coordinates(
         best, worst = (high, low) if higher else (low, high)
         ax.text(j, 1.03, f"{best:.4g}", ha="center", va="bottom", fontsize=6, bbox=_LABEL_BOX)
         ax.text(j, -0.03, f"{worst:.4g}", ha="center", va="top", fontsize=6, bbox=_LABEL_BOX)
-    optimizers = _ordered(frame["optimizer"])
-    colors = _colors(optimizers)
+    optimizers = ordered(frame["optimizer"])
+    colors = color_map(optimizers)
     pareto = frame["pareto"].to_numpy(dtype=bool)
     for i, optimizer in enumerate(frame["optimizer"].astype(str)):
         if not drawn[i]:
@@ -122,8 +122,8 @@ def parallel_coordinates(
     up (the raw best and worst values are written at its ends), one line per row of
     ``frame`` coloured by its ``optimizer``, bold where ``pareto`` is true. A row without a
     value is not drawn. Writes ``out``.png and .pdf and returns both paths."""
-    with _style():
-        return _save(draw_parallel_coordinates(frame, axes, title), out)
+    with figure_style():
+        return save_figure(draw_parallel_coordinates(frame, axes, title), out)
 
 
 def draw_paired_delta_m(
@@ -134,14 +134,14 @@ def draw_paired_delta_m(
 ) -> Figure:
     """The paired Delta_m figure (see :func:`paired_delta_m_plot`), not saved."""
     columns = ("method", "delta_m_first", "std_first", "delta_m_second", "std_second")
-    _require(paired, columns, "paired")
+    require_columns(paired, columns, "paired")
     if names is None:
         names = (str(paired["first"].iloc[0]), str(paired["second"].iloc[0]))
     methods = [str(m) for m in paired["method"]]
-    fig = _figure(COLUMN_WIDTH)
+    fig = new_figure(COLUMN_WIDTH)
     ax = fig.add_subplot()
     ax.axhline(0.0, color="0.6", lw=0.6, zorder=0, gid="zero")
-    colors = _colors(list(names))
+    colors = color_map(list(names))
     positions = np.arange(1, len(methods) + 1)
     width = 0.38
     for offset, which, name in ((-width / 2, "first", names[0]), (width / 2, "second", names[1])):
@@ -156,7 +156,7 @@ def draw_paired_delta_m(
             label=name,
             gid=f"bar:{name}",
         )
-    _method_axis(ax, methods)
+    category_axis(ax, methods)
     direction = "higher" if higher_is_better else "lower"
     ax.set_ylabel(f"test {delta_m_label} (%), {direction} is better")
     ax.legend(frameon=False)
@@ -175,5 +175,5 @@ def paired_delta_m_plot(
     and with the second optimizer, each with +- its std over seeds; a grey line at 0 (the
     single-task references). ``names`` labels the two optimizers (default: the frame's
     ``first`` and ``second``). Writes ``out``.png and .pdf and returns both paths."""
-    with _style():
-        return _save(draw_paired_delta_m(paired, delta_m_label, higher_is_better, names), out)
+    with figure_style():
+        return save_figure(draw_paired_delta_m(paired, delta_m_label, higher_is_better, names), out)
