@@ -60,13 +60,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_step(text: str) -> tuple[str, Path]:
+def _parse_step(text: str, option: str = "--step") -> tuple[str, Path]:
     """``LABEL=DIR`` -> (label, directory); a ConfigError for anything else."""
     label, sep, directory = text.partition("=")
     if not sep or not label.strip() or not directory.strip():
-        raise ConfigError(f"--step must look like LABEL=RUNS_DIR, got {text!r}")
+        raise ConfigError(f"{option} must look like LABEL=RUNS_DIR, got {text!r}")
     if not Path(directory).is_dir():
-        raise ConfigError(f"--step {text!r}: no runs directory {directory}")
+        raise ConfigError(f"{option} {text!r}: no runs directory {directory}")
     return label.strip(), Path(directory)
 
 
@@ -285,6 +285,25 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_conflicts(args: argparse.Namespace) -> int:
+    from smto.evaluation.conflicts import cosine_gap_frame
+    from smto.report.conflict_figures import cosine_gap_scatter
+
+    problems = [_parse_step(text, "--problem") for text in args.problem]
+    frame = cosine_gap_frame(problems, baseline=args.baseline)
+    out = Path(args.out or "runs/report-conflicts")
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "cosine_gap.csv", index=False)
+    files = [out / "cosine_gap.csv"]
+    if frame["cosine"].notna().any():
+        files += cosine_gap_scatter(frame, out / "cosine_gap")
+    else:
+        print("no run probed the cosine (smto train --probe): no figure")
+    print(frame.to_string(index=False))
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Adds the evaluation subcommands to the ``smto`` parser."""
     report = sub.add_parser(
@@ -487,3 +506,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     robustness.add_argument("--device", default="cpu", help="(%(default)s)")
     robustness.add_argument("--out", help="output directory (default RUNS_DIR/robustness-<key>)")
     robustness.set_defaults(func=_cmd_robustness)
+
+    conflicts = sub.add_parser(
+        "conflicts",
+        help="gradient cosine vs the best SMTO's gain over Unit. Scal., one point per problem",
+        description="The main study's Fig. 3a / Fig. 7. For each problem (a label and its runs "
+        "directory: multi-task runs of the baseline, probed with smto train --probe, and of "
+        "the SMTOs, with its single-task runs), as smto report chooses configurations: the "
+        "baseline's mean cosine to the mean gradient and the best SMTO's gain in test Delta_m "
+        "over it. Writes cosine_gap.csv and the scatter cosine_gap.png/.pdf; prints the table.",
+    )
+    conflicts.add_argument(
+        "--problem",
+        action="append",
+        required=True,
+        metavar="LABEL=RUNS_DIR",
+        help="a problem and its runs directory; repeat it",
+    )
+    conflicts.add_argument(
+        "--baseline", default="unit_scal", help="the probed baseline (%(default)s)"
+    )
+    conflicts.add_argument("--out", help="output directory (default runs/report-conflicts)")
+    conflicts.set_defaults(func=_cmd_conflicts)

@@ -117,7 +117,7 @@ def progression_markdown(frame: pd.DataFrame) -> str:
 def _step_rows(
     label: str, records: Sequence[RunRecord], problem: str, method: str, baseline: str
 ) -> list[dict]:
-    tasks = _step_tasks(records, problem, (method, baseline))
+    tasks = task_set(records, problem, (method, baseline))
     pair = [r for r in records if registry.spec(r.config["method"]).name in (method, baseline)]
     options = problem_options_of(pair, problem, tasks)
     reference = auto_reference(records, problem, tasks, options)
@@ -149,7 +149,7 @@ def _step_rows(
     return rows
 
 
-def _step_tasks(records: Sequence[RunRecord], problem: str, methods: Sequence[str]) -> str:
+def task_set(records: Sequence[RunRecord], problem: str, methods: Sequence[str]) -> str:
     """The one task set of the finished multi-task runs of ``methods`` on ``problem``."""
     found: dict[str, set[str]] = {m: set() for m in methods}
     for record in finished(records):
