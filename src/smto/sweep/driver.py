@@ -31,10 +31,13 @@ from smto.sweep.storage import default_storage_url, open_storage, sqlite_path
 from smto.sweep.study import SWEEP_ATTR, SweepStudy
 from smto.sweep.threads import use_threads
 from smto.sweep.trials import claim, mark_duplicate, owner, worker_id
+from smto.sweep.vectorized import auto_group_size, claim_partners, execute_group
+from smto.train import RunConfig
 from smto.train.config import check_device
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
+    from optuna.trial import FrozenTrial
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class WorkerSettings:
     grace: int | None = None
     poll: float = 5.0
     data_dir: str | os.PathLike[str] | None = None
+    vectorize: int = 1
+    """How many waiting trials that differ only in seed, lr, dropout or weight decay a worker
+    claims and trains as one vectorized model (smto.sweep.vectorized); 0: as many as the
+    memory allows (at most 16)."""
 
     @property
     def grace_period(self) -> int:
@@ -95,6 +102,8 @@ class Worker:
             first = owner(self.storage, study.study_id, trial.user_attrs["slot"])
             if first is None:  # taken for dead already: nothing of ours to run or retire
                 continue
+            if first == trial.number and self.settings.vectorize != 1:
+                return self._vectorized(study, trial)
             if first == trial.number:
                 return execute(
                     self.storage,
@@ -108,6 +117,20 @@ class Worker:
                 study.study_id, trial.number
             )
             mark_duplicate(self.storage, trial_id, first)
+
+
+    def _vectorized(self, study: SweepStudy, trial: FrozenTrial) -> str:
+        """Runs ``trial`` with up to ``vectorize - 1`` waiting partners as one model; their
+        outcomes, joined."""
+        size = self.settings.vectorize
+        if size == 0:
+            size = auto_group_size(RunConfig.from_dict(trial.user_attrs["config"]), self.problems)
+        partners = claim_partners(self.storage, study.study_id, trial, size)
+        outcomes = execute_group(
+            self.storage, study.study_id, [trial, *partners], study.run_root,
+            self.settings.heartbeat, self.problems,
+        )  # fmt: skip
+        return ", ".join(outcomes) + (f" ({len(outcomes)} vectorized)" if partners else "")
 
 
 def check_devices(sweep: Sweep) -> None:

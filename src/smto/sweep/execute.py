@@ -138,6 +138,13 @@ def execute(
         return finish_trial(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
     if pruning is not None:
         pruning.report(record)  # a run that was finished already trained no epoch here
+    return tell(storage, trial_id, record)
+
+
+def tell(storage: RDBStorage, trial_id: int, record: RunRecord) -> str:
+    """Records a run's outcome on its trial: PRUNED (the last score) for a pruned run, else
+    COMPLETE with its best score (-inf without one); returns the status, or "lost"."""
+    optuna = require_optuna()
     if record.status == "pruned":
         last = record.history[-1]["score"] if record.history else None
         value = last if last is not None and math.isfinite(last) else None
