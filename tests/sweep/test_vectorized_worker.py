@@ -59,3 +59,19 @@ def test_the_automatic_group_size_follows_the_memory(tmp_path, monkeypatch):
         sizes.append(vectorized.auto_group_size(config, problems))
     assert sizes[0] == 1 and sizes[-1] == vectorized.AUTO_MAX_RUNS
     assert sizes == sorted(sizes) and 1 < sizes[1] < vectorized.AUTO_MAX_RUNS
+
+
+def test_local_workers_are_started_with_the_group_size(tmp_path):
+    from smto.sweep.cli import _group_size
+    from smto.sweep.pool import worker_command
+
+    def flag(settings):
+        command = worker_command("sqlite:///x.db", tmp_path, ["a"], settings, 1)
+        return command[command.index("--vectorize") + 1] if "--vectorize" in command else None
+
+    assert flag(WorkerSettings()) is None
+    assert flag(WorkerSettings(vectorize=3)) == "3"
+    assert flag(WorkerSettings(vectorize=0)) == "auto"
+    assert [_group_size(v) for v in ("auto", "1", "8")] == [0, 1, 8]
+    with pytest.raises(Exception, match="number of runs"):
+        _group_size("0")

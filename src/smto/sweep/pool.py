@@ -48,6 +48,8 @@ def worker_command(
         command += ["--sweep", name]
     if settings.data_dir is not None:
         command += ["--data-dir", str(settings.data_dir)]
+    if settings.vectorize != 1:
+        command += ["--vectorize", str(settings.vectorize or "auto")]
     return command
 
 
