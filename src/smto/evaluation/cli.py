@@ -1,5 +1,5 @@
 """The evaluation commands (``smto report``, ``smto progression``, ``smto fixed-weights``,
-``smto optimizer-study``)."""
+``smto optimizer-study``, ``smto robustness``, ``smto conflicts``)."""
 
 from __future__ import annotations
 

@@ -27,8 +27,9 @@ def _settings(args: argparse.Namespace):
     from smto.sweep.driver import WorkerSettings
 
     return WorkerSettings(
-        heartbeat=args.heartbeat, grace=args.grace, poll=args.poll, data_dir=args.data_dir
-    )
+        heartbeat=args.heartbeat, grace=args.grace, poll=args.poll, data_dir=args.data_dir,
+        vectorize=args.vectorize,
+    )  # fmt: skip
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -193,9 +194,24 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
+def _group_size(value: str) -> int:
+    """``--vectorize``: a number of runs >= 1, or "auto" (0: sized from the memory)."""
+    if value == "auto":
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of runs >= 1 or 'auto', got {value!r}")
+    return int(value)
+
+
 def _worker_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--data-dir", help=DATA_HELP)
+    add(
+        "--vectorize", type=_group_size, default=1, metavar="S",
+        help="train up to S waiting runs that differ only in seed, lr, dropout or weight decay "
+        "as one vectorized model (the same numbers as separate runs); 'auto': as many as a "
+        "quarter of the memory holds, at most 16 (default 1: one run at a time)",
+    )  # fmt: skip
     add(
         "--heartbeat",
         type=int,
@@ -219,9 +235,20 @@ def _worker_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--threads", type=int, metavar="T",
+        "--threads", type=_positive, metavar="T",
         help="torch threads per worker (default: the cores split evenly between the workers "
         "this command starts; for `work`, torch's default)",
     )  # fmt: skip

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from smto.errors import ConfigError
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """What a worker's child processes (data loaders, BLAS) read their thread count from."""
 
@@ -23,7 +25,7 @@ def threads_per_worker(workers: int, cores: int | None = None, threads: int | No
     between ``workers`` (at least 1)."""
     for name, value in (("workers", workers), ("threads", threads), ("cores", cores)):
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
     if threads is not None:
         return threads
     return max(1, (cores or machine_cores()) // workers)
