@@ -199,3 +199,17 @@ def test_finished_runs_are_returned_and_the_group_is_checked(toy, tmp_path):
     with pytest.raises(ConfigError, match="listed twice"):
         check_group([configs[0], configs[0]])
     assert group_key(configs[0]) == group_key(configs[1]) != group_key(other_method[0])
+
+
+def test_smto_train_seeds_vectorize(tmp_path, capsys):
+    import json
+
+    from smto.cli import main
+
+    args = ["train", "--problem", "toy_regression", "--problem-option", "sizes=[96, 48, 48]",
+            "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path), "--json"]  # fmt: skip
+    assert main([*args, "--seeds", "0", "1", "--vectorize"]) == 0
+    together = json.loads(capsys.readouterr().out)
+    assert [r["config"]["seed"] for r in together] == [0, 1]
+    assert main([*args, "--seed", "1"]) == 0  # the same run, returned as recorded
+    assert json.loads(capsys.readouterr().out)[0] == together[1]
