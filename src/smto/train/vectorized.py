@@ -335,6 +335,8 @@ class _StackedModel:
         if not calls:
             return {}
         rates = [dict(m.model.named_modules()) for m in members]
+        if all(float(modules[p].p) == 0 for modules in rates for p, _ in calls):
+            return {}  # no run drops anything: dropout is the identity, and draws nothing
         per_run: dict[str, list[Tensor]] = {path: [] for path, _ in calls}
         for member, modules in zip(members, rates):
             with member.own_rng():
@@ -344,8 +346,6 @@ class _StackedModel:
                     if p > 0:
                         mask = torch.empty_like(mask).bernoulli_(1 - p).div_(1 - p)
                     per_run[path].append(mask)
-        if all(float(modules[p].p) == 0 for modules in rates for p, _ in calls):
-            return {}
         return {f"{path}.mask": torch.stack(masks) for path, masks in per_run.items()}
 
 
