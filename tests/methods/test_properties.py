@@ -24,6 +24,9 @@ F64 = torch.float64
 AGGREGATING = [n for n in smto.available() if isinstance(smto.create(n, 2), GradientMethod)]
 RANDOMIZED = {"pcgrad", "graddrop", "gradvac"}
 """Their random draws depend on the task order: no permutation equivariance per draw."""
+PRIORITIZED = {"pcd"}
+"""One task (``primary``) is the objective, the others constraints: the tasks are not
+exchangeable. Permuting them together with ``primary`` permutes the weights (tested below)."""
 LEAST_SQUARES_WEIGHTS = {"graddrop", "trimmed_mean"}
 """The update is not a fixed combination of the gradients; its weights are a projection
 (GradDrop) or the mean per-coordinate weights (TrimmedMean)."""
@@ -129,7 +132,7 @@ def test_sum_methods_are_the_plain_sum_without_conflicts(name, scale) -> None:
 
 
 @pytest.mark.parametrize(("sampler", "scale", "k", "n"), list(_matrices()))
-@pytest.mark.parametrize("name", [n for n in AGGREGATING if n not in RANDOMIZED])
+@pytest.mark.parametrize("name", [n for n in AGGREGATING if n not in RANDOMIZED | PRIORITIZED])
 def test_permutation_equivariance(name, sampler, scale, k, n) -> None:
     if name == "cagrad" and scale < 1e-5:
         pytest.skip(
@@ -145,6 +148,23 @@ def test_permutation_equivariance(name, sampler, scale, k, n) -> None:
     size = max(float(agg.direction.abs().max()), float(matrix.abs().max()))
     tol = 1e-7 * size
     assert float((permuted.direction - agg.direction).abs().max()) <= tol
+    if sampler in ("normal", "weakly_conflicting", "strongly_conflicting"):
+        torch.testing.assert_close(permuted.weights, agg.weights[perm], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(("sampler", "scale", "k", "n"), list(_matrices()))
+@pytest.mark.parametrize("name", sorted(PRIORITIZED))
+def test_permuting_the_tasks_with_the_primary_permutes_the_weights(
+    name, sampler, scale, k, n
+) -> None:
+    matrix = scale * SAMPLERS[sampler](k, n, torch.Generator().manual_seed(k * n))
+    perm = torch.randperm(k, generator=torch.Generator().manual_seed(1))
+    primary = k - 1  # moved by each of these permutations
+    agg = smto.create(name, k, primary=primary).aggregate(matrix, torch.ones(k, dtype=F64))
+    moved = int((perm == primary).nonzero())  # where it lands in the permuted order
+    permuted = smto.create(name, k, primary=moved).aggregate(matrix[perm], torch.ones(k, dtype=F64))
+    size = max(float(agg.direction.abs().max()), float(matrix.abs().max()))
+    assert float((permuted.direction - agg.direction).abs().max()) <= 1e-7 * size
     if sampler in ("normal", "weakly_conflicting", "strongly_conflicting"):
         torch.testing.assert_close(permuted.weights, agg.weights[perm], rtol=1e-6, atol=1e-9)
 
