@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+import smto
 from smto.errors import ConfigError
 from smto.problems import create_problem
 from smto.train import RunConfig, load_run, train
@@ -142,9 +144,10 @@ def test_lenet_runs_with_dropout_give_the_separate_runs_numbers(tmp_path, method
         _assert_same_run(one, other, root_a, root_b, weights_rtol=5e-4)
 
 
-def test_a_diverging_run_is_recorded_and_the_others_continue(toy, tmp_path):
+@pytest.mark.parametrize("method", ["unit_scal", "mgda"])
+def test_a_diverging_run_is_recorded_and_the_others_continue(toy, tmp_path, method):
     variants = [{"seed": 0, "lr": 1e-2}, {"seed": 1, "lr": 1e30}, {"seed": 2, "lr": 1e-2}]
-    configs = _configs("mgda", variants, optimizer="sgd")
+    configs = _configs(method, variants, optimizer="sgd")
     separate, vectorized, root_a, root_b = _both(configs, toy, tmp_path)
     assert [r.status for r in vectorized] == ["completed", "diverged", "completed"]
     assert vectorized[1].reason == separate[1].reason and "non-finite" in vectorized[1].reason
@@ -213,3 +216,28 @@ def test_smto_train_seeds_vectorize(tmp_path, capsys):
     assert [r["config"]["seed"] for r in together] == [0, 1]
     assert main([*args, "--seed", "1"]) == 0  # the same run, returned as recorded
     assert json.loads(capsys.readouterr().out)[0] == together[1]
+
+
+NOT_VECTORIZED = {"auto_lambda", "bayesagg_mtl", "rotograd"}
+"""The registry's methods that train one after the other (their own validation step, their
+own module between encoder and heads)."""
+
+
+@pytest.mark.parametrize("method", smto.available())
+def test_every_method_vectorizes_or_says_why(toy, tmp_path, method):
+    """Every registered method: the separate runs' numbers (the methods' diagnostics
+    aside: an iterative solver's iteration count may differ by one), or a NotVectorized
+    warning and the separate runs themselves."""
+    configs = _configs(method, [{"seed": 0}, {"seed": 1, "dropout": 0.3, "lr": 3e-3}])
+    root_a, root_b = tmp_path / "separate", tmp_path / "vectorized"
+    separate = [train(c, root_a, problem=toy) for c in configs]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NotVectorized)
+        together = train_vectorized(configs, root_b, problem=toy)
+    fell_back = [w for w in caught if issubclass(w.category, NotVectorized)]
+    assert bool(fell_back) == (method in NOT_VECTORIZED)
+    for one, other in zip(separate, together):
+        for entry, twin in zip(one.history, other.history):
+            a = {k: v for k, v in _numbers(entry).items() if not k.startswith("/info")}
+            b = {k: v for k, v in _numbers(twin).items() if not k.startswith("/info")}
+            assert b == pytest.approx(a, rel=1e-5, abs=1e-7)
