@@ -165,6 +165,16 @@ def test_matches_torchjd_over_steps(sampler, scale, k, n) -> None:
         assert float((agg.direction - expected).abs().max()) <= 1e-9 * size
 
 
+def test_the_bench_peer_is_torchjds_pcd_and_agrees() -> None:
+    from smto.bench.peers import TorchjdPeer
+
+    matrix = SAMPLERS["weakly_conflicting"](3, 9, torch.Generator().manual_seed(5))
+    peer = TorchjdPeer(3, "pcd")
+    assert peer.display_name == "torchjd PCD"
+    ours = smto.create("pcd", 3).aggregate(matrix, _ones(3))
+    torch.testing.assert_close(peer.aggregate(matrix, _ones(3)).direction, ours.direction)
+
+
 def test_resumes_exactly() -> None:
     g = torch.Generator().manual_seed(2)
     matrices = [torch.randn(3, 7, generator=g, dtype=F64) for _ in range(4)]

@@ -4,7 +4,9 @@ share of progress.
 Varam & AlHajri, "Not All Objectives Are Born Equal: Priority-Constrained Descent for
 Hierarchical Multi-Objective Optimization", TMLR 2026, arXiv 2606.29521 (Definition 4.1, the
 quadratic program; Theorem 4.2, its KKT form; Definition 4.5, the normalization; Algorithm 1,
-the rescaling and the fallbacks). Reference code: github.com/DaraVaram/priority-constrained-descent.
+the rescaling and the fallbacks), as cited by the authors' code
+(github.com/DaraVaram/priority-constrained-descent) and torchjd; the paper's text itself was
+not available here, so the definitions were checked against those two and the abstract.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ class PCD(GramMethod):
     Args:
         n_tasks: the number of tasks.
         primary: the index of the primary task (default 0, the first).
-        tau: the guaranteed fraction in [0, 1] (0.02, the paper's representative setting).
-        beta: the decay in [0, 1) of the squared norms' moving average (0.999, the paper's).
-        eps: the non-negative constant added to the moving average (1e-8, the paper's).
+        tau: the guaranteed fraction in [0, 1] (0.02, the paper's representative setting
+            according to the authors' README).
+        beta: the decay in [0, 1) of the squared norms' moving average (0.999, the authors'
+            code and torchjd).
+        eps: the non-negative constant added to the moving average (1e-8, the same).
         heads: ``"sum"`` (default) or ``"weighted"``.
         space: ``"params"`` (default) or ``"features"``.
     """
