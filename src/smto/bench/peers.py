@@ -30,6 +30,7 @@ TORCHJD: dict[str, Callable[[Any, int], Any]] = {
     "imtl_g": lambda a, k: a.IMTLG(),
     "aligned_mtl": lambda a, k: a.AlignedMTL(),
     "config": lambda a, k: a.ConFIG(),
+    "pcd": lambda a, k: a.PCD(),  # the first task primary: smto's default primary=0
 }
 """smto's name -> torchjd's aggregator with the same defaults (where torchjd has them)."""
 MIN_TASKS = {"krum": 3}

@@ -27,6 +27,7 @@ from smto.methods.mgda import MGDA
 from smto.methods.moco import MoCo
 from smto.methods.modo import MoDo
 from smto.methods.nash_mtl import NashMTL
+from smto.methods.pcd import PCD
 from smto.methods.pcgrad import PCGrad
 from smto.methods.rlw import RLW
 from smto.methods.rotograd import RotoGrad
@@ -83,6 +84,7 @@ register("moco", MoCo)
 register("go4align", GO4Align, aliases=("group_optimization",))
 register("dtp", DTP, aliases=("dynamic_task_prioritization",))
 register("bayesagg_mtl", BayesAggMTL, aliases=("bayesagg",))
+register("pcd", PCD, aliases=("priority_constrained_descent",))
 
 
 __all__ = [
@@ -98,6 +100,7 @@ __all__ = [
     "IMTLG",
     "IMTLL",
     "MGDA",
+    "PCD",
     "RLW",
     "SI",
     "STCH",
