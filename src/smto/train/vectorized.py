@@ -481,8 +481,11 @@ class _Group:
         masks = self.stacked.masks(members, inputs)
         params = self.stacked.parameters([m.model for m in members])
         features, outputs = self.stacked.forward(params, masks, inputs)
+        # unbind: one backward node for the S slices (indexing would give each its own
+        # full-size zeros in the backward pass, S^2 work)
+        per_run = {t: o.unbind(0) for t, o in outputs.items()}
         losses = [
-            self.problem.losses({t: o[s] for t, o in outputs.items()}, targets[s])
+            self.problem.losses({t: o[s] for t, o in per_run.items()}, targets[s])
             for s in range(len(members))
         ]
         if isinstance(members[0].method, LossMethod):
