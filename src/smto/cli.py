@@ -160,7 +160,11 @@ def _print_records(records: Sequence[Any], args: argparse.Namespace, where: str)
 def _cmd_train(args: argparse.Namespace) -> int:
     from smto.train import run_dir, train
 
+    if args.vectorize and not args.seeds:
+        raise ConfigError("--vectorize trains several runs at once: give them with --seeds")
     config = _config_from_args(args, args.method)
+    if args.seeds:
+        return _train_seeds(args, config)
     record = train(
         config,
         args.out,
@@ -171,6 +175,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     _print_records([record], args, f"run {record.status}: {run_dir(config, args.out)}")
     return 0 if record.status == "completed" else 1
+
+
+def _train_seeds(args: argparse.Namespace, config: Any) -> int:
+    """``smto train --seeds ...``: one run per seed, as one vectorized model with
+    ``--vectorize`` (smto.train.vectorized), else one after the other."""
+    import dataclasses
+
+    from smto.train import train
+    from smto.train.vectorized import train_vectorized
+
+    configs = [dataclasses.replace(config, seed=seed) for seed in args.seeds]
+    if args.vectorize:
+        records = train_vectorized(
+            configs, args.out, data_dir=args.data_dir, progress=_progress(args), wait=args.wait
+        )
+    else:
+        records = [
+            train(c, args.out, data_dir=args.data_dir, progress=_progress(args), wait=args.wait)
+            for c in configs
+        ]
+    _print_records(records, args, f"runs in {args.out}")
+    return 0 if all(r.status == "completed" for r in records) else 1
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -346,6 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild a corrupt record.json from the run's checkpoint (the corrupt file is "
         "kept as record.json.corrupt)",
+    )
+    train.add_argument(
+        "--seeds", type=int, nargs="+", metavar="SEED",
+        help="train one run per seed (instead of --seed)",
+    )  # fmt: skip
+    train.add_argument(
+        "--vectorize",
+        action="store_true",
+        help="with --seeds: train the runs as one vectorized model (the numbers of separate "
+        "runs to float rounding; methods that cannot be vectorized run one after the other, "
+        "said; on a CPU the LeNet runs no faster than separately, see docs)",
     )
     _add_run_options(train, {})
     train.set_defaults(func=_cmd_train)

@@ -3,6 +3,7 @@
 from smto.train.config import OPTIMIZERS, SCHEDULERS, RunConfig
 from smto.train.engine import FINISHED, Pruned, run_dir, train
 from smto.train.records import RunRecord, find_runs, load_run, load_runs
+from smto.train.vectorized import train_vectorized
 
 __all__ = [
     "FINISHED",
@@ -16,4 +17,5 @@ __all__ = [
     "load_runs",
     "run_dir",
     "train",
+    "train_vectorized",
 ]
