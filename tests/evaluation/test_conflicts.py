@@ -13,6 +13,8 @@ from smto.evaluation.report import auto_reference, load_records
 from smto.evaluation.results import collect_results
 from smto.train import RunConfig, train
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*chose their best epoch by the mean validation")
+
 TOY = {"problem": "toy_regression", "batch_size": 64, "lr": 3e-3, "epochs": 2}
 OPTIONS = {"sizes": [256, 64, 64]}
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from smto import registry
-from smto.capabilities import EpochEnd, HeadInputs, PostStep, ValidationStep
+from smto.capabilities import EpochEnd, HeadInputs, HeadTargets, PostStep, ValidationStep
 from smto.errors import ConfigError, NonFiniteError
 from smto.method import Scale
 from smto.optim import SignSGD
@@ -57,8 +57,8 @@ def unsuitable(name: str) -> str | None:
     """Why the registry method ``name`` cannot run on the toy, or None when it can.
 
     The toy is two parameters and two losses, with no heads and no batches: methods that
-    need per-task head inputs (RotoGrad), a validation batch (Auto-Lambda) or positive
-    losses are left out.
+    need per-task head inputs (RotoGrad), a validation batch (Auto-Lambda), heads and targets
+    (BayesAgg-MTL) or positive losses are left out.
     """
     canonical = registry.spec(name).name
     if canonical in NEEDS_POSITIVE_LOSSES:
@@ -68,6 +68,8 @@ def unsuitable(name: str) -> str | None:
         return f"{method.display_name} transforms the inputs of the heads; the toy has none"
     if isinstance(method, ValidationStep):
         return f"{method.display_name} needs validation batches; the toy has no data"
+    if isinstance(method, HeadTargets):
+        return f"{method.display_name} needs linear heads and targets; the toy has neither"
     return None
 
 
