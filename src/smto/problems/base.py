@@ -114,6 +114,12 @@ class Problem(ABC):
     def new_meter(self) -> Meter:
         """An empty accumulator of this problem's metrics."""
 
+    def resident(self, device: torch.device | str) -> Problem:
+        """The problem with its data on ``device``, moved there once, so that batches need no
+        host-to-device copy per step; this default keeps the data where it is (the engine
+        then moves each batch). A problem whose splits fit in memory overrides it."""
+        return self
+
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
         """The options (constructor arguments besides ``tasks``) with their defaults."""
@@ -227,9 +233,19 @@ def check_common_options(values: Mapping[str, Any], paths: Sequence[str] = ()) -
             )
 
 
-def index_batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
-    """Index tensors of consecutive batches over ``n`` samples (a permutation if shuffled)."""
+def index_batches(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None,
+    device: torch.device | str | None = None,
+) -> Iterator[Tensor]:
+    """Index tensors of consecutive batches over ``n`` samples (a permutation if shuffled).
+
+    The permutation is always drawn on the CPU (the same order on every device) and moved
+    to ``device`` once, for data that lives there."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if device is not None:
+        order = order.to(device)
     yield from torch.split(order, batch_size)

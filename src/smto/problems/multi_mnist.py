@@ -8,6 +8,7 @@ RL_RR.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any
@@ -85,6 +86,7 @@ class MultiMNIST(Problem):
             download=download,
         )
         self._inputs: dict[str, Tensor] = {}
+        self._residents: dict[str, MultiMNIST] = {}
         self._targets: dict[str, dict[str, Tensor]] = {}
         for split, limit in zip(SPLITS, limits):
             data = splits[split]
@@ -122,12 +124,48 @@ class MultiMNIST(Problem):
     def split_size(self, split: str) -> int:
         return len(self._inputs[split])
 
+    def resident(self, device: torch.device | str) -> MultiMNIST:
+        """This problem with every split on ``device`` (copied once and kept for later runs),
+        or itself on the CPU or when the splits would take more than half of the device's
+        free memory. Batches then come from the device in the same order (the permutation is
+        drawn on the CPU), so a run's numbers are those it has with its data on the host."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        key = str(device)
+        if key not in self._residents:
+            tensors = [
+                *self._inputs.values(),
+                *(v for t in self._targets.values() for v in t.values()),
+            ]
+            size = sum(t.numel() * t.element_size() for t in tensors)
+            self._residents[key] = self._moved(device) if _fits(size, device) else self
+        return self._residents[key]
+
+    def _moved(self, device: torch.device) -> MultiMNIST:
+        """A shallow copy whose splits are on ``device``."""
+        moved = copy.copy(self)
+        moved._inputs = {s: x.to(device) for s, x in self._inputs.items()}
+        moved._targets = {
+            s: {t: v.to(device) for t, v in targets.items()} for s, targets in self._targets.items()
+        }
+        moved._residents = {}
+        return moved
+
     def batches(
         self, split: str, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[Batch]:
+        """Shuffled batches are gathered with ``index_select`` on the data's device (see
+        :meth:`resident`); unshuffled ones are slices (views, no copy). Either way the same
+        samples in the same order as indexing with each batch's indices."""
         inputs, targets = self._inputs[split], self._targets[split]
-        for idx in index_batches(len(inputs), batch_size, generator):
-            yield Batch(inputs[idx], {t: v[idx] for t, v in targets.items()}, len(idx))
+        for idx in index_batches(len(inputs), batch_size, generator, inputs.device):
+            if generator is None:
+                part = slice(int(idx[0]), int(idx[0]) + len(idx))
+                yield Batch(inputs[part], {t: v[part] for t, v in targets.items()}, len(idx))
+            else:
+                picked = {t: v.index_select(0, idx) for t, v in targets.items()}
+                yield Batch(inputs.index_select(0, idx), picked, len(idx))
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
         return multi_lenet(self.tasks, dropout)
@@ -144,6 +182,15 @@ class MultiMNIST(Problem):
 
     def new_meter(self) -> Meter:
         return _MultiMNISTMeter(self.tasks)
+
+
+def _fits(size: int, device: torch.device) -> bool:
+    """Whether ``size`` bytes take at most half of ``device``'s free memory (CUDA reports
+    it; other accelerators are assumed to have room)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return size <= free // 2
 
 
 def _loss(task: str, output: Tensor, target: Tensor) -> Tensor:
