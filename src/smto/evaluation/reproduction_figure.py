@@ -10,10 +10,10 @@ from pathlib import Path
 from smto._optional import require
 from smto.evaluation.published import DELTA_M
 from smto.evaluation.reproduction import QUICK_NOTE, Comparison
+from smto.report.figures import DPI, save_figure
 
 PANEL_WIDTH = 3.3
 """Inches per panel (a paper's column)."""
-DPI = 200
 
 
 def comparison_figure(comparison: Comparison, out: str | os.PathLike[str]) -> list[Path]:
@@ -50,9 +50,4 @@ def comparison_figure(comparison: Comparison, out: str | os.PathLike[str]) -> li
     if comparison.quick:
         heading += f"\n{QUICK_NOTE}"
     fig.suptitle(heading, fontsize=7)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=DPI)
-    return paths
+    return save_figure(fig, Path(out))

@@ -87,6 +87,17 @@ class ProblemCache:
         return self.problem
 
 
+def slot_mismatch(config: RunConfig, trial: Any) -> str | None:
+    """Why a trial's stored configuration is not the run of its slot (planned by another smto
+    version?), or None."""
+    if config.run_id() == trial.user_attrs["slot"]:
+        return None
+    return (
+        f"its configuration reads back as run {config.run_id()}, not its slot "
+        f"{trial.user_attrs['slot']} (planned by another smto version?)"
+    )
+
+
 def execute(
     storage: RDBStorage,
     study_id: int,
@@ -104,11 +115,8 @@ def execute(
     running = optuna.trial.TrialState.RUNNING
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     config = RunConfig.from_dict(trial.user_attrs["config"])
-    if config.run_id() != trial.user_attrs["slot"]:
-        reason = (
-            f"its configuration reads back as run {config.run_id()}, not its slot "
-            f"{trial.user_attrs['slot']} (planned by another smto version?)"
-        )
+    reason = slot_mismatch(config, trial)
+    if reason is not None:
         attrs = {"status": "failed", "reason": reason}
         return finish_trial(storage, trial_id, optuna.trial.TrialState.FAIL, attrs, None)
 

@@ -21,6 +21,7 @@ from smto.sweep.execute import (
     ProblemCache,
     TrialLost,
     finish_trial,
+    slot_mismatch,
     tell,
 )
 from smto.sweep.storage import require_optuna
@@ -96,11 +97,8 @@ def execute_group(
     trial_of: dict[str, int] = {}
     for trial, trial_id in zip(trials, ids):
         config = RunConfig.from_dict(trial.user_attrs["config"])
-        if config.run_id() != trial.user_attrs["slot"]:
-            reason = (
-                f"its configuration reads back as run {config.run_id()}, not its slot "
-                f"{trial.user_attrs['slot']} (planned by another smto version?)"
-            )
+        reason = slot_mismatch(config, trial)
+        if reason is not None:
             attrs = {"status": "failed", "reason": reason}
             state = optuna.trial.TrialState.FAIL
             outcomes[trial_id] = finish_trial(storage, trial_id, state, attrs, None)
