@@ -118,7 +118,6 @@ class Worker:
             )
             mark_duplicate(self.storage, trial_id, first)
 
-
     def _vectorized(self, study: SweepStudy, trial: FrozenTrial) -> str:
         """Runs ``trial`` with up to ``vectorize - 1`` waiting partners as one model; their
         outcomes, joined."""

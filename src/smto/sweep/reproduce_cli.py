@@ -53,4 +53,3 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     add("--no-progress", action="store_true", help="no progress bar")
     _worker_options(parser)
     parser.set_defaults(func=_guarded(_cmd_reproduce))
-
