@@ -12,6 +12,7 @@ import torch
 
 import smto.train.engine as engine
 from smto import registry
+from smto.errors import ConfigError
 from smto.method import RunContext
 from smto.problems import MultiMNIST
 from smto.problems.toy import ToyRegression
@@ -135,3 +136,33 @@ def test_a_resident_problem_serves_the_same_batches_from_its_device(tiny_cl_rr):
     assert there[0].inputs.device.type == "meta" and there[0].inputs.shape == here[0].inputs.shape
     toy = ToyRegression("T1_T2")
     assert toy.resident("meta") is toy  # the default: the data stays where it is
+
+
+def test_compile_is_part_of_the_id_only_when_on_and_refused_where_it_cannot_serve():
+    toy = {"problem": "toy_regression", "tasks": "T1_T2"}
+    plain = RunConfig(**toy, method="unit_scal")
+    assert RunConfig(**toy, method="unit_scal", compile=False).run_id() == plain.run_id()
+    assert RunConfig(**toy, method="unit_scal", compile=True).run_id() != plain.run_id()
+    for changes, says in [
+        ({"method": "mgda"}, "walking the autograd graph"),
+        ({"method": "auto_lambda"}, "ValidationStep"),
+        ({"method": "unit_scal", "optimizer": "per_task_adam"}, "per_task_adam optimizer"),
+        ({"method": "unit_scal", "compile": "yes"}, "compile must be true, false or None"),
+    ]:
+        with pytest.raises(ConfigError, match=says):
+            RunConfig(**{**toy, "compile": True, **changes})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["unit_scal", "famo"])
+def test_a_compiled_run_agrees_with_the_eager_one_to_float_tolerance(tiny_cl_rr, tmp_path, method):
+    common = {"tasks": "CL_RR", "method": method, "epochs": 2, "batch_size": 128}
+    options = {"problem_options": {"limits": LIMITS}}
+    eager = train(RunConfig(**common, **options), tmp_path, problem=tiny_cl_rr)
+    compiled = train(RunConfig(**common, **options, compile=True), tmp_path, problem=tiny_cl_rr)
+    assert compiled.status == "completed"
+    for a, b in zip(eager.history, compiled.history):
+        for task in ("CL", "RR"):
+            assert b["train_loss"][task] == pytest.approx(a["train_loss"][task], rel=1e-3)
+            assert b["weights"][task] == pytest.approx(a["weights"][task], rel=1e-3)
+            assert b["val_loss"][task] == pytest.approx(a["val_loss"][task], rel=1e-3)
