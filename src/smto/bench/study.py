@@ -67,20 +67,21 @@ class StudyEstimate:
 
     def format(self) -> str:
         """A table per sweep and method, in hours, with the total."""
+        width = max([len("total"), *(len(row.sweep) for row in self.rows)])
         lines = [
-            f"{'sweep':<28} {'method':<14} {'runs':>6} {'epochs':>8} {'s/epoch':>8} "
+            f"{'sweep':<{width}} {'method':<14} {'runs':>6} {'epochs':>8} {'s/epoch':>8} "
             f"{'hours':>8}  timing"
         ]
         for row in self.rows:
             lines.append(
-                f"{row.sweep:<28} {row.method:<14} {row.runs:>6} {row.epochs:>8} "
+                f"{row.sweep:<{width}} {row.method:<14} {row.runs:>6} {row.epochs:>8} "
                 f"{row.seconds_per_epoch:>8.3g} {row.seconds / 3600:>8.2f}  {row.source}"
             )
         runs = sum(r.runs for r in self.rows)
         epochs = sum(r.epochs for r in self.rows)
         lines.append(
-            f"{'total':<28} {'':<14} {runs:>6} {epochs:>8} {'':>8} {self.seconds / 3600:>8.2f}"
-            "  (CPU hours of one worker)"
+            f"{'total':<{width}} {'':<14} {runs:>6} {epochs:>8} {'':>8} "
+            f"{self.seconds / 3600:>8.2f}  (CPU hours of one worker)"
         )
         return "\n".join(lines)
 
