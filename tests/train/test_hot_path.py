@@ -122,6 +122,10 @@ def test_multi_mnist_batches_are_the_indexed_samples(tiny_cl_rr):
     val = list(problem.batches("val", 64))
     assert torch.equal(torch.cat([b.inputs for b in val]), problem._inputs["val"])
     assert val[0].inputs.data_ptr() == problem._inputs["val"].data_ptr()  # a view, no copy
+    assert [b.size for b in val] == [64] * 3 + [8]
+    for shuffle in (None, torch.Generator()):
+        with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+            next(problem.batches("val", 0, shuffle))
 
 
 def test_a_resident_problem_serves_the_same_batches_from_its_device(tiny_cl_rr):

@@ -243,9 +243,21 @@ def index_batches(
 
     The permutation is always drawn on the CPU (the same order on every device) and moved
     to ``device`` once, for data that lives there."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    _check_batch_size(batch_size)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     if device is not None:
         order = order.to(device)
     yield from torch.split(order, batch_size)
+
+
+def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
+    """The slices of consecutive unshuffled batches over ``n`` samples (views of in-memory
+    data, with no index tensor to read back from a device)."""
+    _check_batch_size(batch_size)
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")

@@ -26,6 +26,7 @@ from smto.problems.base import (
     Meter,
     Metric,
     Problem,
+    batch_slices,
     check_common_options,
     index_batches,
 )
@@ -159,13 +160,14 @@ class MultiMNIST(Problem):
         :meth:`resident`); unshuffled ones are slices (views, no copy). Either way the same
         samples in the same order as indexing with each batch's indices."""
         inputs, targets = self._inputs[split], self._targets[split]
+        if generator is None:
+            for part in batch_slices(len(inputs), batch_size):
+                size = part.stop - part.start
+                yield Batch(inputs[part], {t: v[part] for t, v in targets.items()}, size)
+            return
         for idx in index_batches(len(inputs), batch_size, generator, inputs.device):
-            if generator is None:
-                part = slice(int(idx[0]), int(idx[0]) + len(idx))
-                yield Batch(inputs[part], {t: v[part] for t, v in targets.items()}, len(idx))
-            else:
-                picked = {t: v.index_select(0, idx) for t, v in targets.items()}
-                yield Batch(inputs.index_select(0, idx), picked, len(idx))
+            picked = {t: v.index_select(0, idx) for t, v in targets.items()}
+            yield Batch(inputs.index_select(0, idx), picked, len(idx))
 
     def make_model(self, dropout: float = 0.0) -> SharedEncoderModel:
         return multi_lenet(self.tasks, dropout)
