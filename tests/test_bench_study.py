@@ -98,6 +98,7 @@ def test_bad_timings_are_clear_errors(item):
         parse_given([item])
 
 
+@pytest.mark.slow  # about 2 s, most of it torch's first optimizer import
 def test_the_engine_timer_scales_its_measured_parts_to_the_full_splits(study):
     sweep = load_sweep(study.parent / "toy-single.toml")
     cost = EpochTimer().measure(sweep, "unit_scal")  # the toy: whole epochs, 512/256/1024
