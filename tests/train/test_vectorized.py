@@ -3,6 +3,7 @@ records, best models and checkpoints, to float rounding."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -168,6 +169,15 @@ def test_a_method_that_cannot_be_vectorized_falls_back_and_says_so(toy, tmp_path
         fallen = train_vectorized(configs, root_b, problem=toy)
     for one, other in zip(separate, fallen):
         assert [_numbers(e) for e in other.history] == [_numbers(e) for e in one.history]
+
+
+def test_compiled_runs_are_not_vectorized(toy):
+    from smto.train.vectorized import vectorize_blocker
+
+    configs = _configs("unit_scal", [{"seed": 0}, {"seed": 1}], epochs=1)
+    assert vectorize_blocker(configs, toy) is None
+    compiled = [dataclasses.replace(c, compile=True) for c in configs]
+    assert "torch.compile" in vectorize_blocker(compiled, toy)
 
 
 def test_a_killed_group_resumes_and_a_run_resumes_alone(toy, tmp_path):

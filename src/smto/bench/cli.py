@@ -109,6 +109,18 @@ def _cmd_vectorized(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from smto.bench.study import EpochTimer, estimate, parse_given, study_sweeps
+
+    given = parse_given(args.seconds)
+    timer = None if args.no_measure else EpochTimer(
+        args.steps, args.eval_samples, args.test_share, args.data_dir
+    )  # fmt: skip
+    sweeps = study_sweeps(args.files, references=not args.no_references)
+    print(estimate(sweeps, given, timer).format())
+    return 0
+
+
 def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     step = bench_sub.add_parser(
@@ -228,6 +240,35 @@ def _add_benchmarks(bench: argparse.ArgumentParser) -> None:
     )
     vectorized.add_argument("--data-dir", help=DATA_HELP)
     vectorized.set_defaults(func=_cmd_vectorized)
+    study = bench_sub.add_parser(
+        "study",
+        help="estimate a study's CPU hours from its sweep files",
+        description="Per sweep and method: the planned runs and epochs x seconds per epoch "
+        "(given, or measured with the engine on two short epochs of the method's first "
+        "configuration, scaled to the full splits), and the total, in CPU hours of one worker.",
+    )
+    study.add_argument("files", nargs="+", help="sweep files (their reference sweeps included)")
+    study.add_argument(
+        "--seconds",
+        nargs="+",
+        default=[],
+        metavar="METHOD=S",
+        help="seconds per epoch instead of measuring: METHOD=S, or SWEEP:METHOD=S for one sweep",
+    )
+    study.add_argument("--no-measure", action="store_true", help="only use --seconds")
+    study.add_argument("--no-references", action="store_true", help="leave the references out")
+    study.add_argument("--steps", type=int, default=20, help="training steps per timed epoch")
+    study.add_argument(
+        "--eval-samples", type=int, default=500, help="validation and test samples when timing"
+    )
+    study.add_argument(
+        "--test-share",
+        type=float,
+        default=1.0,
+        help="share of epochs that evaluate test, a new best (default 1: an upper bound)",
+    )
+    study.add_argument("--data-dir", help=DATA_HELP)
+    study.set_defaults(func=_cmd_study)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

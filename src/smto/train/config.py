@@ -16,9 +16,17 @@ from smto.errors import ConfigError
 from smto.method import LossMethod
 from smto.problems import parse_tasks, problem_class, problem_options
 from smto.problems.delta_m import check_convention
+from smto.train.compiled import compile_refusal
 from smto.train.probes import ProbeSpec
 
-_ADDED_LATER = ("divergence_factor", "step_size", "step_factor", "delta_m_convention", "probes")
+_ADDED_LATER = (
+    "divergence_factor",
+    "step_size",
+    "step_factor",
+    "delta_m_convention",
+    "probes",
+    "compile",
+)
 """Fields added after run ids were first published: left out of the id while at None."""
 OPTIMIZERS = ("adam", "sgd", "signsgd", "per_task_adam", "mtl_io")
 SCHEDULERS = ("exponential", "plateau", "step", "none")
@@ -77,6 +85,12 @@ class RunConfig:
     of :class:`smto.train.probes.ProbeSpec`'s fields, ``{}`` for its defaults (the main
     study's cosine every 100 iterations, Elich et al.'s pairs every 5). Probing leaves the
     training's numbers unchanged but records more, so it is part of the run's id."""
+    compile: bool | None = None
+    """Off by default (None; False reads as None). True runs the model's forward and backward
+    through ``torch.compile``: about 5-10 % faster per epoch for Unit. Scal. on the LeNet on
+    a CPU, after some seconds of compiling, but not bitwise the eager run (fused kernels round
+    differently), so it is part of the run's id. Loss-based methods only (see
+    :mod:`smto.train.compiled`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", "_".join(parse_tasks(self.tasks)))
@@ -141,6 +155,18 @@ class RunConfig:
                 f"mtl_io needs a loss-based method (it steps on one task's loss term at a "
                 f"time); {self.method!r} combines gradients itself"
             )
+        self._check_compile(method)
+
+    def _check_compile(self, method: Any) -> None:
+        if self.compile is False:  # one spelling of the default
+            object.__setattr__(self, "compile", None)
+        if self.compile is None:
+            return
+        if self.compile is not True:
+            raise ConfigError(f"compile must be true, false or None, got {self.compile!r}")
+        why = compile_refusal(method, self.optimizer)
+        if why is not None:
+            raise ConfigError(f"compile=True cannot serve {self.method!r}: {why}; drop it")
 
     def _check_step_scheduler(self) -> None:
         if self.scheduler != "step":

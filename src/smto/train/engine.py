@@ -40,7 +40,9 @@ from smto.optim import MTLIO, PerTaskAdam, SignSGD
 from smto.problems import Batch, Problem, create_problem, problem_options
 from smto.problems.delta_m import delta_m, delta_m_score
 from smto.train.checkpoint import load_checkpoint, save_checkpoint
+from smto.train.compiled import compile_model
 from smto.train.config import RunConfig, check_device
+from smto.train.evaluate import evaluate_split
 from smto.train.lock import RunLock
 from smto.train.probes import GradientProbe, ProbeSpec
 from smto.train.records import BEST_MODEL, CHECKPOINT, RECORD, RunRecord, atomic_write, load_run
@@ -191,9 +193,9 @@ class _EpochSums:
 class _Run:
     def __init__(self, config: RunConfig, problem: Problem, directory: Path) -> None:
         self.config = config
-        self.problem = problem
-        self.directory = directory
         self.device = torch.device(config.device)
+        self.problem = problem.resident(self.device)  # on an accelerator: the data moved once
+        self.directory = directory
         torch.manual_seed(config.seed)
         self.model: SharedEncoderModel = problem.make_model(config.dropout).to(self.device)
         self.method: Method = _make_method(config, problem, self.model).to(self.device)
@@ -201,6 +203,8 @@ class _Run:
             heads = [self.model.heads[t] for t in problem.tasks]
             self.method.bind_heads(heads, problem.loss_types())
         self.optimizer = _make_optimizer(config, self.model, self.method)
+        if config.compile:
+            compile_model(self.model)
         self.scheduler = _make_scheduler(config, self.optimizer)
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.shared = list(self.model.shared_parameters())
@@ -317,19 +321,14 @@ class _Run:
 
     def _evaluate(self, split: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
         """The metrics and mean losses of a split (eval mode, no gradients)."""
-        self.model.eval()
-        meter = self.problem.new_meter()
-        loss_sum = torch.zeros(self.problem.n_tasks, device=self.device)
-        count = 0
-        with torch.no_grad():
-            for batch in self.problem.batches(split, self.config.eval_batch_size):
-                batch = batch.to(self.device)
-                _, outputs = self.model(batch.inputs, head_inputs=head_inputs_of(self.method))
-                loss_sum += self.problem.losses(outputs, batch.targets) * batch.size
-                count += batch.size
-                meter.update(outputs, batch)
-        losses = (loss_sum / max(count, 1)).tolist()
-        return meter.compute(), dict(zip(self.problem.tasks, losses))
+        return evaluate_split(
+            self.model,
+            self.problem,
+            split,
+            self.config.eval_batch_size,
+            self.device,
+            head_inputs=head_inputs_of(self.method),
+        )
 
     def _evaluate_epoch(self, epoch: int, sums: _EpochSums) -> dict[str, Any]:
         tasks = self.problem.tasks

@@ -121,6 +121,8 @@ def vectorize_blocker(configs: Sequence[RunConfig], problem: Problem) -> str | N
         return f"the {config.optimizer} optimizer steps per task"
     if config.probes is not None:
         return "gradient probes observe one model"
+    if config.compile:
+        return "torch.compile compiles one model, not the stacked call"
     if torch.device(config.device).type != "cpu" and any(c.dropout > 0 for c in configs):
         return "dropout on an accelerator draws its masks from the device's generator"
     model = problem.make_model(max(c.dropout for c in configs))
