@@ -83,6 +83,12 @@ def test_the_nyuv2_workloads_train_every_head_at_their_shape(name):
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_the_segnet_workload_refuses_a_shape_it_cannot_pool(capsys):
+    assert main(["bench", "step", "--models", "nyuv2-segnet", "--nyuv2-shape", "192", "144",
+                 "--methods", "unit_scal"]) == 2  # fmt: skip
+    assert "multiples of 32" in capsys.readouterr().err
+
+
 def test_the_two_mpnn_workloads_are_one_model_on_one_batch():
     """mpnn (the fast encoder) and mpnn_pyg (PyG's layers): under one seed, the same
     weights and the same losses."""

@@ -29,6 +29,7 @@ from smto import registry
 from smto.bench.libmtl_peers import has_libmtl_peer, libmtl_peer
 from smto.bench.peers import TorchjdPeer, has_peer
 from smto.capabilities import EpochEnd, HeadTargets, optimizer_groups
+from smto.errors import ConfigError
 from smto.jacobian import GradientEngine
 from smto.method import Aggregation, GradientMethod, Method, Scale
 from smto.models.base import SharedEncoderModel
@@ -214,9 +215,14 @@ def nyuv2_workload(
     with three DeepLab heads (``architecture="deeplab"``), on random (width, height) ``shape``
     images, the problem's own losses (13-class cross-entropy ignoring a tenth of the pixels,
     L1 depth and the cosine normal loss over the valid ones)."""
-    from smto.problems.nyuv2 import CLASSES, OUTPUT_CHANNELS, nyuv2_loss
+    from smto.problems.nyuv2 import CLASSES, OUTPUT_CHANNELS, SEGNET_DOWNSAMPLING, nyuv2_loss
 
     width, height = shape
+    if architecture == "segnet" and (width % SEGNET_DOWNSAMPLING or height % SEGNET_DOWNSAMPLING):
+        raise ConfigError(
+            f"--nyuv2-shape {width} {height}: SegNet needs a width and a height that are "
+            f"multiples of {SEGNET_DOWNSAMPLING}"
+        )
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch_size, 3, height, width, generator=g).to(device)
     classes = torch.randint(-1, CLASSES, (batch_size, height, width), generator=g)
