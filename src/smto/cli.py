@@ -19,7 +19,6 @@ from smto.bench.cli import add_commands as bench_commands
 from smto.errors import ConfigError, MissingError, SmtoError, Terminated
 from smto.evaluation.cli import add_commands as evaluation_commands
 from smto.sweep.cli import add_commands as sweep_commands
-from smto.sweep.reproduce_cli import add_command as reproduce_command
 from smto.toys.cli import add_commands as toy_commands
 
 DATA_HELP = (
@@ -404,7 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation_commands(sub)
     sweep_commands(sub)
     toy_commands(sub)
-    reproduce_command(sub)
     return parser
 
 
