@@ -265,3 +265,14 @@ def test_the_chosen_configurations_are_evaluated_and_a_mix_is_refused(tmp_path, 
     assert chosen == {"good", "st1", "left"}  # "left" is left out later, with its reason
     assert {p.name for p in R.chosen_runs([tmp_path / "bad", tmp_path / "st2"])} == {
         "bad", "st2"}  # fmt: skip
+
+
+def test_the_command_says_when_no_run_can_be_evaluated(env, tmp_path, capsys):
+    from smto.cli import main
+
+    (tmp_path / "runs" / "copy").mkdir(parents=True)
+    record = run_dirs(env)[0] / "record.json"
+    (tmp_path / "runs" / "copy" / "record.json").write_text(record.read_text())
+    with pytest.warns(UserWarning, match="no saved best model"):
+        assert main(["robustness", str(tmp_path / "runs"), "--corruptions", "fog"]) == 2
+    assert "could be evaluated" in capsys.readouterr().err

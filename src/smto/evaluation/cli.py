@@ -264,6 +264,8 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
         raise ConfigError(f"no run records (record.json) under {args.runs_dir}")
     directories = chosen_runs(directories, _reference(args))
     results = robustness_of_runs(directories, settings, args.data_dir, args.device)
+    if not results:
+        raise ConfigError(f"no run under {args.runs_dir} could be evaluated (see the warnings)")
     problems = {r.config["problem"] for r in results}
     if len(problems) != 1:
         raise ConfigError(f"robustness compares runs of one problem, found {sorted(problems)}")
