@@ -118,13 +118,16 @@ def _mnist_dir() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["unit_scal", "mgda", "famo"])
+@pytest.mark.parametrize("method", ["unit_scal", "famo"])
 def test_lenet_runs_with_dropout_give_the_separate_runs_numbers(tmp_path, method):
     """The Multi-MNIST LeNet (Dropout2d in the encoder, Dropout in the heads). Its weights
     agree to 5e-4 of each tensor's scale, not 1e-5: the stacked (grouped) convolutions
-    round differently, and Adam's first steps (g / |g|) amplify that in near-zero
-    gradients; the recorded numbers still agree to 1e-5. (Methods whose solve amplifies
-    rounding, CAGrad's and IMTL-G's, drift to ~1e-3 in their weights within a few steps.)"""
+    round differently from a separate run's (which convolve in the channels-last layout),
+    and Adam's first steps (g / |g|) amplify that in near-zero gradients; the recorded
+    numbers still agree to 1e-5. Methods whose solve amplifies rounding drift further:
+    MGDA's weights by 5e-4 within 8 steps here, enough to flip a validation sample, and
+    CAGrad's and IMTL-G's by ~1e-3; the Gram methods are compared on the toy problem,
+    whose arithmetic is the same both ways."""
     limits = [256, 100, 100]
     problem = create_problem("multi_mnist", "CL_RR", data_dir=_mnist_dir(), limits=limits)
     configs = [

@@ -14,7 +14,12 @@ RECONSTRUCTION_TASKS = ("RL", "RR")
 
 
 class LeNetEncoder(nn.Module):
-    """Conv(1,10,5)-MaxPool2-ReLU-Conv(10,20,5)-Dropout2d(p)-MaxPool2-ReLU-Linear(320,50)-ReLU."""
+    """Conv(1,10,5)-MaxPool2-ReLU-Conv(10,20,5)-Dropout2d(p)-MaxPool2-ReLU-Linear(320,50)-ReLU.
+
+    The convolutions run in the channels-last layout (the parameters stay contiguous): on a
+    CPU, oneDNN's convolutions and max pooling are 2-3x faster in it for these few channels,
+    and the values are the same up to float rounding. ``flatten`` restores the NCHW order.
+    Under ``vmap`` (vectorized runs) a layout cannot be set, and the input is left as it is."""
 
     def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
@@ -24,6 +29,8 @@ class LeNetEncoder(nn.Module):
         self.fc = nn.Linear(320, 50)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch._C._functorch.is_batchedtensor(x):
+            x = x.to(memory_format=torch.channels_last)
         x = torch.relu(nn.functional.max_pool2d(self.conv1(x), 2))
         x = torch.relu(nn.functional.max_pool2d(self.drop(self.conv2(x)), 2))
         return torch.relu(self.fc(x.flatten(1)))
