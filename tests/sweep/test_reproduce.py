@@ -17,7 +17,8 @@ from smto.evaluation.published import DELTA_M, published_problem
 from smto.evaluation.reproduction import QUICK_NOTE
 from smto.sweep import load_sweep
 from smto.sweep.driver import WorkerSettings
-from smto.sweep.reproduce import QUICK_LIMITS, budget, reproduce, write_sweeps
+from smto.sweep.reproduce import QUICK_LIMITS, budget, report, reproduce, write_sweeps
+from smto.train.records import RunRecord
 
 DATA = Path(os.environ.get("SMTO_DATA", "/work/shared/data"))
 SETTINGS = WorkerSettings(**FAST, data_dir=DATA)
@@ -85,3 +86,72 @@ def test_a_quick_reproduction_runs_end_to_end_and_resumes(tmp_path):
                          settings=SETTINGS, progress=False, echo=lambda _: None)  # fmt: skip
     assert [r.values for r in again.rows] == [r.values for r in comparison.rows]  # resumed
     assert time.monotonic() - start < 30  # nothing trained again
+
+
+def _saved(root: Path, method: str, tasks: str, seed: int, accuracy: float | None,
+           mse: float | None, epochs: int = 100, status: str = "completed") -> None:  # fmt: skip
+    """A finished run record of the reproduction's layout under ``root`` (hand-made values:
+    the same at the best epoch on validation and test)."""
+    values = {}
+    if accuracy is not None:
+        values["CL"] = {"accuracy": accuracy}
+    if mse is not None:
+        values["RR"] = {"mse": mse}
+    config = {"problem": "multi_mnist", "tasks": tasks, "method": method, "seed": seed,
+              "lr": 0.001, "dropout": 0.0, "weight_decay": 0.0, "epochs": epochs,
+              "problem_options": {"right_indices": "original"}}  # fmt: skip
+    by_metric = {f"{t}/{m}": {"epoch": 0, "val": v, "test": v}
+                 for t, metrics in values.items() for m, v in metrics.items()}  # fmt: skip
+    run_id = f"{tasks}-{method}-seed{seed}-e{epochs}"
+    single = "_" not in tasks
+    record = RunRecord(run_id, config, "test", status, best_epoch=0, best_val=values,
+                       best_test=values, best_by_metric=by_metric if single else {})  # fmt: skip
+    (root / run_id).mkdir(parents=True)
+    record.save(root / run_id)
+
+
+def test_the_partial_report_tables_the_finished_runs_of_the_budget_and_says_so(tmp_path):
+    for seed in range(2):
+        _saved(tmp_path, "unit_scal", "CL", seed, 0.9, None)
+    _saved(tmp_path, "unit_scal", "RR", 0, None, 0.1)
+    _saved(tmp_path, "unit_scal", "CL", 9, 0.1, None, epochs=2)  # another budget: left out
+    for seed in range(3):  # CL gains -1, -2, -3 %, RR -10, -20, -30 %: Delta_m -5.5, -11, -16.5
+        _saved(tmp_path, "unit_scal", "CL_RR", seed, 0.9 * (1 - (seed + 1) / 100),
+               0.1 * (1 + (seed + 1) / 10))  # fmt: skip
+    _saved(tmp_path, "unit_scal", "CL_RR", 7, 0.0, 9.0, epochs=2)  # another budget: left out
+    _saved(tmp_path, "cagrad", "CL_RR", 0, 0.9, 0.1)
+    _saved(tmp_path, "imtl", "CL_RR", 0, 0.9, 0.1, status="running")  # not finished
+    plan = budget("multi_mnist", seeds=3)
+    comparison, written = report("multi_mnist-CL_RR", plan, tmp_path,
+                                 ["unit_scal", "imtl", "cagrad"])  # fmt: skip
+    rows = {(r.method, r.quantity): r for r in comparison.rows}
+    assert set(rows) == {(m, q) for m in ("unit_scal", "cagrad") for q in ("CL", "RR", DELTA_M)}
+    assert rows["unit_scal", DELTA_M].values == pytest.approx([-5.5, -11.0, -16.5])
+    assert rows["cagrad", DELTA_M].values == pytest.approx([0.0])
+    assert rows["unit_scal", DELTA_M].published == -8.952  # Table 3
+    partial = comparison.notes[-1]
+    assert partial.startswith("PARTIAL")
+    # CAGrad: 2 seeds for each of its 3 alphas, then 1 more seed of the chosen one
+    assert "Unit. Scal. 3/3, CAGrad 1/7" in partial
+    assert "references: CL 2/3, RR 1/3" in partial and "no finished run yet: IMTL" in partial
+    assert [p.name for p in written][:2] == ["comparison.md", "comparison.json"]
+    assert "PARTIAL" in (tmp_path / "comparison.md").read_text()
+
+
+def test_the_partial_report_needs_both_references_and_a_finished_method(tmp_path, capsys):
+    from smto.cli import main
+
+    _saved(tmp_path, "unit_scal", "CL", 0, 0.9, None)
+    _saved(tmp_path, "unit_scal", "CL_RR", 0, 0.9, 0.1)
+    with pytest.raises(ConfigError, match="no finished single-task run of RR under"):
+        report("multi_mnist-CL_RR", budget("multi_mnist", seeds=3), tmp_path)
+    _saved(tmp_path, "unit_scal", "RR", 0, None, 0.1)
+    with pytest.raises(ConfigError, match="no finished run of famo under"):
+        report("multi_mnist-CL_RR", budget("multi_mnist", seeds=3), tmp_path, ["famo"])
+    with pytest.raises(ConfigError, match="no reproduction run root"):
+        report("multi_mnist-CL_RR", budget("multi_mnist"), tmp_path / "absent")
+    code = main(["reproduce", "multi_mnist-CL_RR", "--report", "--seeds", "3", "--root",
+                 str(tmp_path), "--methods", "unit_scal"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "PARTIAL" in out and "Unit. Scal. 1/3" in out and "| Unit. Scal. | -8.952 |" in out

@@ -256,10 +256,15 @@ def _threads_option(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from smto.evaluation.published import published_problem
-    from smto.sweep.reproduce import budget, reproduce
+    from smto.sweep.reproduce import budget, report, reproduce
 
     problem = published_problem(args.name).problem
     plan = budget(problem, args.quick, args.seeds, args.epochs, args.limits)
+    if args.report:
+        comparison, written = report(args.name, plan, args.root, args.methods)
+        print(comparison.markdown())
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
     _, written = reproduce(
         args.name, plan, args.root, args.methods, args.workers, args.threads, args.storage,
         _settings(args), not args.no_progress,
@@ -298,6 +303,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     add("--threads", type=int, metavar="T",
         help="torch threads per worker (default: the cores split evenly)")  # fmt: skip
     add("--no-progress", action="store_true", help="no progress bar")
+    add("--report", action="store_true",
+        help="only write the table from the runs finished so far (starts none): a "
+        "reproduction under way or stopped part-way; the table says it is partial")  # fmt: skip
     _worker_options(parser)
     parser.set_defaults(func=_guarded(_cmd_reproduce))
 

@@ -10,7 +10,9 @@ published lr and dropout as the study did: the first ceil(S/2) seeds for each va
 seeds for the value of the best mean validation Delta_m (the study's 5 + 5 at S = 10).
 
 ``quick`` runs fewer seeds and epochs on part of the data: a check that everything runs, whose
-numbers are said, in the output and the table, not to be comparable.
+numbers are said, in the output and the table, not to be comparable. :func:`report` writes the
+table from the runs finished so far, without running any: a reproduction under way, or one
+stopped part-way.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from smto.evaluation.published import PublishedProblem, published_problem
 from smto.evaluation.reference import single_task_reference
 from smto.evaluation.reproduction import QUICK_NOTE, Comparison, compare
 from smto.evaluation.reproduction_figure import comparison_figure
-from smto.evaluation.results import collect_results
+from smto.evaluation.results import collect_results, method_runs
+from smto.evaluation.selection import finished, record_tasks
 from smto.sweep.driver import SweepQueue, WorkerSettings, run_sweeps
 from smto.sweep.pool import run_with_workers
+from smto.train.records import RunRecord, find_runs, load_run
 
 DEFAULT_SEEDS = 10
 """The study's runs of each best configuration (5 + 5, Section 3.1)."""
@@ -237,6 +241,10 @@ def _compare(
         (single if study.sweep.single_task else multi).extend(records)
     reference = single_task_reference(single)
     results = collect_results(multi, published.problem, published.tasks, reference, methods)
+    return compare(published, results, plan.quick, plan.seeds, _notes(published, methods, plan))
+
+
+def _notes(published: PublishedProblem, methods: Sequence[str], plan: Budget) -> list[str]:
     notes = [
         f"configurations: {published.configurations_source}; published values: "
         f"{published.values_source}",
@@ -251,7 +259,94 @@ def _compare(
         )
     if not published.has_values():
         notes.append("the paper's text gives no table of values for this problem")
-    return compare(published, results, plan.quick, plan.seeds, notes)
+    return notes
+
+
+def planned_runs(published: PublishedProblem, method: str, plan: Budget) -> int:
+    """How many runs the reproduction plans for ``method``: S seeds, or, where its own
+    hyperparameters are searched again, ceil(S/2) seeds for each value and the other seeds
+    for the chosen one."""
+    searched = published.methods[method].configuration.searched
+    if not searched:
+        return plan.seeds
+    first = math.ceil(plan.seeds / 2)
+    return first * math.prod(len(values) for values in searched.values()) + plan.seeds - first
+
+
+def report(
+    name: str,
+    plan: Budget | None = None,
+    root: str | os.PathLike[str] | None = None,
+    methods: Sequence[str] | None = None,
+) -> tuple[Comparison, list[Path]]:
+    """Writes the table of the reproduction of ``name`` (as :func:`reproduce` does) from the
+    runs finished so far under its root, starting none. Methods without a finished run are
+    left out; a note says, per method, how many of its planned runs are in, and that the
+    numbers are partial until all are. Both single-task references need a finished run."""
+    published = published_problem(name)
+    plan = plan or budget(published.problem)
+    chosen = _methods(published, methods)
+    directory = Path(root) if root is not None else default_root(name, plan)
+    mine = [r for r in _records(directory) if _of_plan(r, published, plan)]
+    single = [r for r in mine if len(record_tasks(r)) == 1]
+    missing = [t for t in published.single_task if all(record_tasks(r) != [t] for r in single)]
+    if missing:
+        raise ConfigError(
+            f"no finished single-task run of {', '.join(missing)} under {directory} (with "
+            f"{plan.epochs} epochs{_limits_text(plan)}) yet: the table needs every task's "
+            f"reference; run `smto reproduce {name}` until they are done"
+        )
+    by_method = method_runs(mine, published.problem, published.tasks)
+    present = [m for m in chosen if m in by_method]
+    if not present:
+        raise ConfigError(
+            f"no finished run of {', '.join(chosen)} under {directory} yet (with "
+            f"{plan.epochs} epochs{_limits_text(plan)})"
+        )
+    reference = single_task_reference(single)
+    results = collect_results(mine, published.problem, published.tasks, reference, present)
+    counts = ", ".join(
+        f"{published.methods[m].display_name} {len(by_method[m])}/"
+        f"{planned_runs(published, m, plan)}"
+        for m in present
+    )
+    references = ", ".join(
+        f"{t} {sum(record_tasks(r) == [t] for r in single)}/{plan.seeds}"
+        for t in published.single_task
+    )
+    notes = _notes(published, present, plan)
+    left = [published.methods[m].display_name for m in chosen if m not in by_method]
+    notes.append(
+        f"PARTIAL: the runs finished so far, per method (finished/planned): {counts}; "
+        f"single-task references: {references}"
+        + (f"; no finished run yet: {', '.join(left)}" if left else "")
+        + ". A method's configuration is chosen among its finished runs."
+    )
+    comparison = compare(published, results, plan.quick, plan.seeds, notes)
+    return comparison, _write(comparison, directory)
+
+
+def _records(directory: Path) -> list[RunRecord]:
+    if not directory.is_dir():
+        raise ConfigError(f"no reproduction run root {directory}: run `smto reproduce` first")
+    return finished(load_run(d) for d in find_runs(directory))
+
+
+def _of_plan(record: RunRecord, published: PublishedProblem, plan: Budget) -> bool:
+    """Whether ``record`` is a run of this reproduction's budget (its problem, epochs and
+    data limits)."""
+    config = record.config
+    limits = config.get("problem_options", {}).get("limits")
+    wanted = list(plan.limits) if plan.limits is not None else None
+    return (
+        config["problem"] == published.problem
+        and config["epochs"] == plan.epochs
+        and (list(limits) if limits is not None else None) == wanted
+    )
+
+
+def _limits_text(plan: Budget) -> str:
+    return f" and data limits {list(plan.limits)}" if plan.limits else ""
 
 
 def _write(comparison: Comparison, directory: Path) -> list[Path]:
