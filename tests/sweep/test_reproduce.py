@@ -136,6 +136,15 @@ def test_the_partial_report_tables_the_finished_runs_of_the_budget_and_says_so(t
     assert "references: CL 2/3, RR 1/3" in partial and "no finished run yet: IMTL" in partial
     assert [p.name for p in written][:2] == ["comparison.md", "comparison.json"]
     assert "PARTIAL" in (tmp_path / "comparison.md").read_text()
+    # exported: the records it was made from (not the other budget's, not the running one)
+    exported, files = report("multi_mnist-CL_RR", plan, tmp_path, ["unit_scal", "imtl", "cagrad"],
+                             export=tmp_path / "published")  # fmt: skip
+    assert files[0] == tmp_path / "published" / "comparison.md"
+    copied = sorted(p.parent.name for p in (tmp_path / "published").glob("*/record.json"))
+    assert len(copied) == 7 and not any(n.endswith("-e2") or "imtl" in n for n in copied)
+    again, _ = report("multi_mnist-CL_RR", plan, tmp_path / "published",
+                      ["unit_scal", "imtl", "cagrad"])  # fmt: skip
+    assert again.markdown() == exported.markdown() == comparison.markdown()
 
 
 def test_the_partial_report_needs_both_references_and_a_finished_method(tmp_path, capsys):
@@ -150,6 +159,8 @@ def test_the_partial_report_needs_both_references_and_a_finished_method(tmp_path
         report("multi_mnist-CL_RR", budget("multi_mnist", seeds=3), tmp_path, ["famo"])
     with pytest.raises(ConfigError, match="no reproduction run root"):
         report("multi_mnist-CL_RR", budget("multi_mnist"), tmp_path / "absent")
+    assert main(["reproduce", "multi_mnist-CL_RR", "--export", str(tmp_path / "x")]) == 2
+    assert "--export goes with --report" in capsys.readouterr().err
     code = main(["reproduce", "multi_mnist-CL_RR", "--report", "--seeds", "3", "--root",
                  str(tmp_path), "--methods", "unit_scal"])  # fmt: skip
     assert code == 0

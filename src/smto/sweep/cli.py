@@ -260,8 +260,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     problem = published_problem(args.name).problem
     plan = budget(problem, args.quick, args.seeds, args.epochs, args.limits)
+    if args.export and not args.report:
+        raise ConfigError("--export goes with --report (it exports a table of finished runs)")
     if args.report:
-        comparison, written = report(args.name, plan, args.root, args.methods)
+        comparison, written = report(args.name, plan, args.root, args.methods, args.export)
         print(comparison.markdown())
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
@@ -306,6 +308,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     add("--report", action="store_true",
         help="only write the table from the runs finished so far (starts none): a "
         "reproduction under way or stopped part-way; the table says it is partial")  # fmt: skip
+    add("--export", metavar="DIR",
+        help="with --report: write the table to DIR beside a copy of the records it was made "
+        "from (record.json only); `--report --root DIR` makes it again")  # fmt: skip
     _worker_options(parser)
     parser.set_defaults(func=_guarded(_cmd_reproduce))
 

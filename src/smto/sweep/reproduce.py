@@ -278,11 +278,16 @@ def report(
     plan: Budget | None = None,
     root: str | os.PathLike[str] | None = None,
     methods: Sequence[str] | None = None,
+    export: str | os.PathLike[str] | None = None,
 ) -> tuple[Comparison, list[Path]]:
     """Writes the table of the reproduction of ``name`` (as :func:`reproduce` does) from the
     runs finished so far under its root, starting none. Methods without a finished run are
     left out; a note says, per method, how many of its planned runs are in, and that the
-    numbers are partial until all are. Both single-task references need a finished run."""
+    numbers are partial until all are. Both single-task references need a finished run.
+
+    With ``export``, the table goes there instead, beside a copy of the records it was made
+    from (``<run id>/record.json``, without checkpoints or models): a directory to publish,
+    from which ``report(name, plan, export)`` makes the same table again."""
     published = published_problem(name)
     plan = plan or budget(published.problem)
     chosen = _methods(published, methods)
@@ -323,7 +328,13 @@ def report(
         + ". A method's configuration is chosen among its finished runs."
     )
     comparison = compare(published, results, plan.quick, plan.seeds, notes)
-    return comparison, _write(comparison, directory)
+    if export is None:
+        return comparison, _write(comparison, directory)
+    target = Path(export)
+    for record in single + [r for m in present for r in by_method[m]]:
+        (target / record.run_id).mkdir(parents=True, exist_ok=True)
+        record.save(target / record.run_id)
+    return comparison, _write(comparison, target)
 
 
 def _records(directory: Path) -> list[RunRecord]:
