@@ -17,7 +17,14 @@ from smto.evaluation.published import DELTA_M, published_problem
 from smto.evaluation.reproduction import QUICK_NOTE
 from smto.sweep import load_sweep
 from smto.sweep.driver import WorkerSettings
-from smto.sweep.reproduce import QUICK_LIMITS, budget, report, reproduce, write_sweeps
+from smto.sweep.reproduce import (
+    QUICK_LIMITS,
+    budget,
+    finished_comparison,
+    report,
+    reproduce,
+    write_sweeps,
+)
 from smto.train.records import RunRecord
 
 DATA = Path(os.environ.get("SMTO_DATA", "/work/shared/data"))
@@ -132,8 +139,8 @@ def test_the_partial_report_tables_the_finished_runs_of_the_budget_and_says_so(t
     partial = comparison.notes[-1]
     assert partial.startswith("PARTIAL")
     # CAGrad: 2 seeds for each of its 3 alphas, then 1 more seed of the chosen one
-    assert "Unit. Scal. 3/3, CAGrad 1/7" in partial
-    assert "references: CL 2/3, RR 1/3" in partial and "no finished run yet: IMTL" in partial
+    assert "Unit. Scal. 3/3, IMTL 0/3, CAGrad 1/7" in partial
+    assert "CL (single task) 2/3, RR (single task) 1/3" in partial
     assert [p.name for p in written][:2] == ["comparison.md", "comparison.json"]
     assert "PARTIAL" in (tmp_path / "comparison.md").read_text()
     # exported: the records it was made from (not the other budget's, not the running one)
@@ -166,3 +173,10 @@ def test_the_partial_report_needs_both_references_and_a_finished_method(tmp_path
     assert code == 0
     out = capsys.readouterr().out
     assert "PARTIAL" in out and "Unit. Scal. 1/3" in out and "| Unit. Scal. | -8.952 |" in out
+    for seed in (1, 2):
+        for tasks, accuracy, mse in (("CL", 0.9, None), ("RR", None, 0.1), ("CL_RR", 0.9, 0.1)):
+            _saved(tmp_path, "unit_scal", tasks, seed, accuracy, mse)
+    complete, records = finished_comparison(
+        "multi_mnist-CL_RR", budget("multi_mnist", seeds=3), tmp_path, ["unit_scal"]
+    )
+    assert complete.notes[-1] == "every planned run has finished" and len(records) == 9

@@ -273,21 +273,17 @@ def planned_runs(published: PublishedProblem, method: str, plan: Budget) -> int:
     return first * math.prod(len(values) for values in searched.values()) + plan.seeds - first
 
 
-def report(
+def finished_comparison(
     name: str,
     plan: Budget | None = None,
     root: str | os.PathLike[str] | None = None,
     methods: Sequence[str] | None = None,
-    export: str | os.PathLike[str] | None = None,
-) -> tuple[Comparison, list[Path]]:
-    """Writes the table of the reproduction of ``name`` (as :func:`reproduce` does) from the
-    runs finished so far under its root, starting none. Methods without a finished run are
-    left out; a note says, per method, how many of its planned runs are in, and that the
-    numbers are partial until all are. Both single-task references need a finished run.
-
-    With ``export``, the table goes there instead, beside a copy of the records it was made
-    from (``<run id>/record.json``, without checkpoints or models): a directory to publish,
-    from which ``report(name, plan, export)`` makes the same table again."""
+) -> tuple[Comparison, list[RunRecord]]:
+    """The comparison of the reproduction of ``name`` from the runs finished so far under its
+    root (none is started, nothing is written), and the records it was made from. Methods
+    without a finished run are left out; the last note says, per method, how many of its
+    planned runs are in, and that the numbers are partial until all are. Every single-task
+    reference needs a finished run."""
     published = published_problem(name)
     plan = plan or budget(published.problem)
     chosen = _methods(published, methods)
@@ -310,28 +306,46 @@ def report(
         )
     reference = single_task_reference(single)
     results = collect_results(mine, published.problem, published.tasks, reference, present)
-    counts = ", ".join(
-        f"{published.methods[m].display_name} {len(by_method[m])}/"
-        f"{planned_runs(published, m, plan)}"
-        for m in present
-    )
-    references = ", ".join(
-        f"{t} {sum(record_tasks(r) == [t] for r in single)}/{plan.seeds}"
+    done = {m: (len(by_method.get(m, [])), planned_runs(published, m, plan)) for m in chosen}
+    done |= {
+        f"{t} (single task)": (sum(record_tasks(r) == [t] for r in single), plan.seeds)
         for t in published.single_task
-    )
+    }
     notes = _notes(published, present, plan)
-    left = [published.methods[m].display_name for m in chosen if m not in by_method]
-    notes.append(
-        f"PARTIAL: the runs finished so far, per method (finished/planned): {counts}; "
-        f"single-task references: {references}"
-        + (f"; no finished run yet: {', '.join(left)}" if left else "")
-        + ". A method's configuration is chosen among its finished runs."
-    )
+    if all(n >= planned for n, planned in done.values()):
+        notes.append("every planned run has finished")
+    else:
+        counts = ", ".join(
+            f"{published.methods[k].display_name if k in published.methods else k} {n}/{planned}"
+            for k, (n, planned) in done.items()
+        )
+        notes.append(
+            f"PARTIAL: not every planned run has finished (finished/planned: {counts}); a "
+            "method's configuration is chosen among its finished runs"
+        )
     comparison = compare(published, results, plan.quick, plan.seeds, notes)
+    return comparison, single + [r for m in present for r in by_method[m]]
+
+
+def report(
+    name: str,
+    plan: Budget | None = None,
+    root: str | os.PathLike[str] | None = None,
+    methods: Sequence[str] | None = None,
+    export: str | os.PathLike[str] | None = None,
+) -> tuple[Comparison, list[Path]]:
+    """Writes the table of :func:`finished_comparison` (as :func:`reproduce` does) in the
+    root; returns it and the files written.
+
+    With ``export``, the table goes there instead, beside a copy of the records it was made
+    from (``<run id>/record.json``, without checkpoints or models): a directory to publish,
+    from which ``report(name, plan, export)`` makes the same table again."""
+    comparison, records = finished_comparison(name, plan, root, methods)
     if export is None:
-        return comparison, _write(comparison, directory)
+        plan = plan or budget(published_problem(name).problem)
+        return comparison, _write(comparison, Path(root) if root else default_root(name, plan))
     target = Path(export)
-    for record in single + [r for m in present for r in by_method[m]]:
+    for record in records:
         (target / record.run_id).mkdir(parents=True, exist_ok=True)
         record.save(target / record.run_id)
     return comparison, _write(comparison, target)
