@@ -212,6 +212,7 @@ def test_undocumented_overrides_of_torch_are_hidden_not_missing(griffe_ext, tmp_
     assert list(griffe_ext.missing_docstrings(pkg)) == []
 
 
+@pytest.mark.slow
 def test_the_docs_build_with_warnings_as_errors(tmp_path):
     """The CI step (scripts/docs.sh) in a test: a broken cross-reference, a docstring
     reference to nothing, or a public name without a docstring fails."""

@@ -109,6 +109,7 @@ def test_the_median_pruner_stops_runs_of_a_bad_region_for_good(tmp_path):
     assert budget.epochs == sum(len(r.history) for r in records.values())  # each run once
 
 
+@pytest.mark.slow
 def test_stage_2_after_tpe_continues_the_configuration_of_the_best_delta_m(tmp_path):
     reference = {"T1": {"mse": 0.35}, "T2": {"mse": 30.0}}
     Reference("toy_regression", reference, reference).save(tmp_path / "reference.json")

@@ -256,6 +256,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_training_learns_and_a_resumed_run_gives_identical_numbers(data_dir, tmp_path):
     warnings.simplefilter("ignore", UserWarning)
     problem = quiet_problem()

@@ -278,6 +278,7 @@ def test_the_segnet_model(data_dir):
 # ------------------------------------------------------------------ training
 
 
+@pytest.mark.slow
 def test_training_learns_on_the_fake_tree(data_dir, tmp_path):
     warnings.simplefilter("ignore", UserWarning)
     run = RunConfig(problem="nyuv2", tasks="S_D_N", method="unit_scal", epochs=3, batch_size=3,

@@ -166,6 +166,7 @@ def test_smto_train_problem_qm9_trains_the_study_targets(small, tmp_path, capsys
     assert run.name.startswith("qm9-" + "_".join(STUDY_TARGETS) + "-unit_scal-")
 
 
+@pytest.mark.slow
 def test_smto_report_on_qm9_runs(small, tmp_path):
     from smto.cli import main
     from smto.evaluation.reference import single_task_reference
