@@ -20,6 +20,7 @@ from smto.sweep.driver import WorkerSettings
 from smto.sweep.reproduce import (
     QUICK_LIMITS,
     budget,
+    exported_comparison,
     finished_comparison,
     report,
     reproduce,
@@ -147,11 +148,18 @@ def test_the_partial_report_tables_the_finished_runs_of_the_budget_and_says_so(t
     exported, files = report("multi_mnist-CL_RR", plan, tmp_path, ["unit_scal", "imtl", "cagrad"],
                              export=tmp_path / "published")  # fmt: skip
     assert files[0] == tmp_path / "published" / "comparison.md"
+    assert files[-1] == tmp_path / "published" / "reproduction.json"
     copied = sorted(p.parent.name for p in (tmp_path / "published").glob("*/record.json"))
     assert len(copied) == 7 and not any(n.endswith("-e2") or "imtl" in n for n in copied)
-    again, _ = report("multi_mnist-CL_RR", plan, tmp_path / "published",
-                      ["unit_scal", "imtl", "cagrad"])  # fmt: skip
+    again = exported_comparison(tmp_path / "published")
     assert again.markdown() == exported.markdown() == comparison.markdown()
+    command = json.loads(files[-1].read_text())["again"]
+    assert command == (
+        "smto reproduce multi_mnist-CL_RR --seeds 3 --epochs 100 --methods unit_scal imtl "
+        f"cagrad --report --root {tmp_path / 'published'}"
+    )
+    with pytest.raises(ConfigError, match="not an exported reproduction"):
+        exported_comparison(tmp_path)
 
 
 def test_the_partial_report_needs_both_references_and_a_finished_method(tmp_path, capsys):

@@ -43,6 +43,8 @@ QUICK_SEEDS = 2
 QUICK_EPOCHS = 2
 QUICK_LIMITS = (5000, 1000, 1000)
 """Training, validation and test images of a quick run (the main job's)."""
+EXPORTED = "reproduction.json"
+"""What an exported reproduction's directory holds beside its table and records."""
 STUDY_RUNS: dict[str, dict[str, Any]] = {
     "multi_mnist": {
         "epochs": 100,
@@ -338,17 +340,43 @@ def report(
     root; returns it and the files written.
 
     With ``export``, the table goes there instead, beside a copy of the records it was made
-    from (``<run id>/record.json``, without checkpoints or models): a directory to publish,
-    from which ``report(name, plan, export)`` makes the same table again."""
+    from (``<run id>/record.json``, without checkpoints or models) and ``reproduction.json``
+    (the name, budget and methods, and the command that makes the table again from the
+    copy): a directory to publish."""
+    published = published_problem(name)
+    plan = plan or budget(published.problem)
     comparison, records = finished_comparison(name, plan, root, methods)
     if export is None:
-        plan = plan or budget(published_problem(name).problem)
         return comparison, _write(comparison, Path(root) if root else default_root(name, plan))
     target = Path(export)
     for record in records:
         (target / record.run_id).mkdir(parents=True, exist_ok=True)
         record.save(target / record.run_id)
-    return comparison, _write(comparison, target)
+    chosen = _methods(published, methods)
+    command = (
+        f"smto reproduce {name} --seeds {plan.seeds} --epochs {plan.epochs}"
+        + (f" --limits {' '.join(map(str, plan.limits))}" if plan.limits else "")
+        + f" --methods {' '.join(chosen)} --report --root {target}"
+    )
+    description = {"name": name, "seeds": plan.seeds, "epochs": plan.epochs,
+                   "limits": list(plan.limits) if plan.limits else None, "methods": chosen,
+                   "again": command}  # fmt: skip
+    (target / EXPORTED).write_text(json.dumps(description, indent=1) + "\n")
+    return comparison, [*_write(comparison, target), target / EXPORTED]
+
+
+def exported_comparison(directory: str | os.PathLike[str]) -> Comparison:
+    """The table of an exported reproduction (:func:`report` with ``export``), made again
+    from its records and ``reproduction.json``, writing nothing."""
+    path = Path(directory) / EXPORTED
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{directory} is not an exported reproduction: no {EXPORTED}") from None
+    problem = published_problem(data["name"]).problem
+    limits = data.get("limits")
+    plan = budget(problem, seeds=data["seeds"], epochs=data["epochs"], limits=limits)
+    return finished_comparison(data["name"], plan, directory, data["methods"])[0]
 
 
 def _records(directory: Path) -> list[RunRecord]:
