@@ -310,7 +310,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "reproduction under way or stopped part-way; the table says it is partial")  # fmt: skip
     add("--export", metavar="DIR",
         help="with --report: write the table to DIR beside a copy of the records it was made "
-        "from (record.json only); `--report --root DIR` makes it again")  # fmt: skip
+        "from (record.json only) and reproduction.json, whose command makes it again")  # fmt: skip
     _worker_options(parser)
     parser.set_defaults(func=_guarded(_cmd_reproduce))
 
