@@ -153,7 +153,7 @@ def write_sweeps(
         configuration = published.methods[method].configuration
         name = f"{published.name}-{method}-{plan.tag}"
         searched = configuration.searched
-        runs = math.ceil(plan.seeds / 2) if searched else plan.seeds
+        runs, extra = _seed_split(plan, bool(searched))
         data = {
             "name": name,
             "description": f"{published.name}: {registry.spec(method).display_name} at its "
@@ -163,7 +163,7 @@ def write_sweeps(
             "methods": [method],
             "root": str(root.resolve()),
             "reference_sweeps": references,
-            "seeds": {"runs": runs, "extra": plan.seeds - runs},
+            "seeds": {"runs": runs, "extra": extra},
             "fixed": _fixed(problem, plan, configuration.settings),
             "method_params": {method: {**ORIGINAL_CODE.get(method, {}), **configuration.params}},
             "method_grids": {method: searched} if searched else {},
@@ -269,10 +269,15 @@ def planned_runs(published: PublishedProblem, method: str, plan: Budget) -> int:
     hyperparameters are searched again, ceil(S/2) seeds for each value and the other seeds
     for the chosen one."""
     searched = published.methods[method].configuration.searched
-    if not searched:
-        return plan.seeds
-    first = math.ceil(plan.seeds / 2)
-    return first * math.prod(len(values) for values in searched.values()) + plan.seeds - first
+    first, extra = _seed_split(plan, bool(searched))
+    return first * math.prod(len(values) for values in searched.values()) + extra
+
+
+def _seed_split(plan: Budget, searched: bool) -> tuple[int, int]:
+    """Stage 1's seeds per configuration and stage 2's extra seeds: all S at once, or, for a
+    method whose own hyperparameters are searched again, ceil(S/2) then the rest."""
+    first = math.ceil(plan.seeds / 2) if searched else plan.seeds
+    return first, plan.seeds - first
 
 
 def finished_comparison(
